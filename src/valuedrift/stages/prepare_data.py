@@ -1,0 +1,54 @@
+"""``prepare_data`` stage: validate the authored data and compose the SFT corpora.
+
+Reads ``data/`` (versioned by data.dvc); writes ``processed/sft/<corpus>.jsonl`` for every corpus in
+``prepare_data.corpora`` and ``processed/sft/summary.json`` (rows and stance mix per corpus). Every data
+file is validated first; a bad record stops the stage with file:line before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import Counter
+from pathlib import Path
+
+from valuedrift.config import load_params
+from valuedrift.data.bank import load_bank, load_general
+from valuedrift.data.corpora import build_sft_corpus
+from valuedrift.data.leaks import assert_no_leaks
+from valuedrift.data.probes import QUESTIONS_FILE, load_probe_bank, load_questions
+from valuedrift.data.schemas import write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="valuedrift prepare-data", description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data")
+    ap.add_argument("--out", default="processed")
+    a = ap.parse_args(argv)
+    params = load_params(a.params)
+    data = Path(a.data)
+    # validate everything before writing anything
+    questions = load_questions(data / QUESTIONS_FILE)
+    probes = load_probe_bank(data)
+    bank = load_bank(data)
+    general = load_general(data)
+    corpora = {}
+    for i, (name, mix) in enumerate(sorted(params.prepare_data.corpora.items())):
+        rows = build_sft_corpus(mix, questions, bank, general, params.seed + i)
+        assert_no_leaks(rows, questions, f"corpus {name}")
+        corpora[name] = rows
+    summary = {"probes": len(probes), "bank_questions": len(bank.question_ids()), "corpora": {}}
+    for name, rows in corpora.items():
+        write_jsonl(Path(a.out) / "sft" / f"{name}.jsonl", rows)
+        stances = Counter(r["stance"] for r in rows if r["kind"] == "value")
+        n_value = sum(stances.values())
+        summary["corpora"][name] = {
+            "rows": len(rows),
+            "value_rows": n_value,
+            "stance_mix": {s: stances[s] / n_value if n_value else 0.0 for s in ("support", "neutral", "oppose")},
+        }
+        log.info("corpus %s: %d rows, %d value-laden, mix %s", name, len(rows), n_value, dict(stances))
+    write_json(Path(a.out) / "sft" / "summary.json", summary)

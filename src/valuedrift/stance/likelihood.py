@@ -1,0 +1,134 @@
+"""Likelihood route: stance distribution of a probe from the log-likelihood of its stance statements.
+
+For probe p with chat-formatted prompt x(p) and stance statements a_s(p), s ∈ {support, neutral, oppose}:
+
+    ℓ_s(p) = (1 / |a_s|) Σ_i log π(a_s,i | x(p), a_s,<i)        (mean token log-prob, length-normalised)
+    q(p)   = softmax(ℓ(p) / τ)                                     (τ = eval.temperature, 1 by default)
+
+The scorer batches requests, computes the LM head only at positions whose next token is part of a
+continuation (``logits_to_keep``), and runs under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from valuedrift.data.schemas import STANCES, Probe
+
+
+@dataclass(frozen=True)
+class Request:
+    """Score ``continuation`` given ``context`` (token ids)."""
+
+    context: tuple[int, ...]
+    continuation: tuple[int, ...]
+
+
+def format_prompt(tokenizer: Any, question: str, prompt_format: str = "chat", system_prompt: str | None = None) -> str:
+    """The probe as the model sees it: its chat template with a generation prompt, or plain Q/A text."""
+    if prompt_format == "chat" and getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        messages.append({"role": "user", "content": question})
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    prefix = f"{system_prompt}\n\n" if system_prompt else ""
+    return f"{prefix}Question: {question}\nAnswer:"
+
+
+def build_requests(
+    tokenizer: Any, probes: Sequence[Probe], prompt_format: str = "chat", system_prompt: str | None = None
+) -> list[Request]:
+    """Three requests per probe, in the order of :data:`STANCES`."""
+    out = []
+    for p in probes:
+        if p.statements is None:
+            raise ValueError(f"probe {p.id} has no stance statements")
+        ctx = tuple(tokenizer(format_prompt(tokenizer, p.question, prompt_format, system_prompt), add_special_tokens=False)["input_ids"])
+        for s in STANCES:
+            text = p.statements[s] if prompt_format == "chat" else " " + p.statements[s]
+            cont = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+            out.append(Request(ctx, cont))
+    return out
+
+
+def _device_of(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def score_requests(
+    model: Any, requests: Sequence[Request], batch_size: int = 16, pad_id: int = 0, progress: bool = False
+) -> np.ndarray:
+    """Return an array (n, 2): [sum of continuation log-probs, number of continuation tokens] per request.
+
+    Requests are sorted by length so batches pad little; results come back in input order.
+    """
+    was_training = model.training
+    model.eval()
+    device = _device_of(model)
+    order = sorted(range(len(requests)), key=lambda i: -(len(requests[i].context) + len(requests[i].continuation)))
+    out = np.zeros((len(requests), 2), dtype=np.float64)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc="scoring", disable=not progress, leave=False):
+        seqs = [requests[i].context + requests[i].continuation for i in batch]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, : len(s)] = torch.tensor(s)
+            mask[r, : len(s)] = 1
+        # positions t whose logits predict a continuation token t+1
+        first = min(len(requests[i].context) for i in batch) - 1
+        last = max(len(s) for s in seqs) - 1
+        keep = torch.arange(first, last, device=device)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=keep).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        for r, i in enumerate(batch):
+            c0, n = len(requests[i].context), len(requests[i].continuation)
+            pos = torch.arange(c0 - 1, c0 - 1 + n, device=device) - first
+            tgt = torch.tensor(requests[i].continuation, device=device)
+            out[i, 0] = logprobs[r, pos, tgt].sum().item()
+            out[i, 1] = n
+    if was_training:
+        model.train()
+    return out
+
+
+def stance_distributions(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """(3n, 2) request scores -> (n, 3) stance distributions q(p) = softmax(ℓ/τ), ℓ = mean token log-prob."""
+    mean_lp = (scores[:, 0] / scores[:, 1]).reshape(-1, len(STANCES))
+    z = mean_lp / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class LikelihoodScorer:
+    """Scores probes on a model: returns one row per probe with q(p) and the raw ℓ_s."""
+
+    tokenizer: Any
+    temperature: float = 1.0
+    batch_size: int = 16
+    prompt_format: str = "chat"
+    system_prompt: str | None = None
+
+    def score(self, model: Any, probes: Sequence[Probe], progress: bool = False) -> list[dict[str, Any]]:
+        requests = build_requests(self.tokenizer, probes, self.prompt_format, self.system_prompt)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        scores = score_requests(model, requests, self.batch_size, pad, progress)
+        q = stance_distributions(scores, self.temperature)
+        mean_lp = (scores[:, 0] / scores[:, 1]).reshape(-1, len(STANCES))
+        rows = []
+        for k, p in enumerate(probes):
+            row: dict[str, Any] = {"probe_id": p.id, "topic": p.topic, "split": p.split}
+            for j, s in enumerate(STANCES):
+                row[s] = float(q[k, j])
+                row[f"ll_{s}"] = float(mean_lp[k, j])
+            rows.append(row)
+        return rows

@@ -1,0 +1,113 @@
+"""What every training stage shares: run directories that resume, TrainingArguments, and tracing setup."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from valuedrift.config import Params, TrainConfig, to_dict
+from valuedrift.data.probes import load_probe_bank, select_probes
+from valuedrift.models import pick_device
+from valuedrift.stance.likelihood import LikelihoodScorer
+from valuedrift.tracking import Tracker, provenance_tags
+from valuedrift.train.tracing import StanceTraceCallback, StanceTracer
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_FILE = "fingerprint.json"
+CHECKPOINTS = "checkpoints"
+FINAL = "final"
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of the inputs that define a run (params, data digests, start model)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def prepare_run_dir(run_dir: Path, fp: str) -> bool:
+    """Keep ``run_dir`` for resuming if it was made by the same inputs; otherwise start it afresh.
+
+    Returns True when an earlier, interrupted run of the same inputs can be resumed.
+    """
+    fp_file = run_dir / FINGERPRINT_FILE
+    if fp_file.exists() and json.loads(fp_file.read_text()).get("fingerprint") == fp:
+        return True
+    if run_dir.exists():
+        log.info("inputs changed since %s was written: starting it afresh", run_dir)
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    fp_file.write_text(json.dumps({"fingerprint": fp}) + "\n")
+    return False
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    ckpts = sorted((run_dir / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    complete = [c for c in ckpts if (c / "trainer_state.json").exists()]
+    return str(complete[-1]) if complete else None
+
+
+def training_kwargs(cfg: TrainConfig, params: Params, run_dir: Path) -> dict[str, Any]:
+    """TrainingArguments shared by every TRL config. Checkpoints are saved at the evaluation cadence."""
+    return {
+        "output_dir": str(run_dir / CHECKPOINTS),
+        "max_steps": cfg.max_steps,
+        "per_device_train_batch_size": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": cfg.lr_scheduler,
+        "warmup_steps": cfg.warmup_ratio,
+        "weight_decay": cfg.weight_decay,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": cfg.eval_every,
+        "save_total_limit": 2,
+        "report_to": [],
+        "seed": params.seed,
+        "data_seed": params.seed,
+        "use_cpu": pick_device(params.model.device) == "cpu",
+        "dataloader_num_workers": 0,
+        "bf16": params.model.dtype == "bfloat16",
+        "fp16": params.model.dtype == "float16",
+    }
+
+
+@dataclass
+class TracedRun:
+    """Tracker + tracer + callback for one training run."""
+
+    tracker: Tracker
+    tracer: StanceTracer
+    callback: StanceTraceCallback
+
+
+def make_traced_run(params: Params, run_dir: Path, tokenizer: Any, every: int, data_dir: Path = Path("data")) -> TracedRun:
+    ev = params.eval
+    bank = load_probe_bank(data_dir)
+    trace = select_probes(bank, ev.trace_probes_per_topic, ev.splits, params.seed)
+    phase = select_probes(bank, ev.phase_probes_per_topic, ev.splits, params.seed)
+    scorer = LikelihoodScorer(tokenizer, ev.temperature, ev.batch_size, ev.prompt_format, ev.system_prompt)
+    tracker = Tracker(params.tracking, run_dir)
+    tracer = StanceTracer(scorer, trace, phase, run_dir, tracker, ev.bootstrap, ev.ci, params.seed)
+    return TracedRun(tracker, tracer, StanceTraceCallback(tracer, every, tracker))
+
+
+def run_tags(stage: str, algorithm: str | None = None, **extra: str) -> dict[str, str]:
+    tags = {**provenance_tags(), "stage": stage, "algorithm": algorithm or stage}
+    tags.update(extra)
+    return tags
+
+
+def flat_params(params: Params, *sections: str) -> dict[str, Any]:
+    from valuedrift.config import flatten
+
+    d = to_dict(params)
+    return flatten({k: d[k] for k in ("seed", "model", "eval", *sections)})

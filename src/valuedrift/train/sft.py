@@ -1,0 +1,90 @@
+"""``sft`` stage: supervised fine-tuning with TRL's SFTTrainer, stances traced at every checkpoint.
+
+Reads ``processed/sft/<corpus>.jsonl`` (prompt/completion conversations; loss on the assistant turn only)
+and the prepared base model; writes ``runs/sft/<corpus>/`` with checkpoints, per-checkpoint stance tables,
+``trajectory.json`` and the final model in ``final/``. An interrupted run resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from valuedrift.config import Params, load_params
+from valuedrift.data.schemas import read_records
+from valuedrift.models import load_model, load_tokenizer
+from valuedrift.train.common import (
+    FINAL,
+    file_digest,
+    fingerprint,
+    flat_params,
+    last_checkpoint,
+    make_traced_run,
+    prepare_run_dir,
+    run_tags,
+    training_kwargs,
+)
+
+log = logging.getLogger(__name__)
+
+
+def corpus_path(processed: Path, corpus: str) -> Path:
+    return processed / "sft" / f"{corpus}.jsonl"
+
+
+def run_sft(params: Params, base_model: Path, processed: Path, out_root: Path, corpus: str | None = None) -> Path:
+    """Train, trace and save; returns the run directory."""
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    corpus = corpus or params.sft.corpus
+    if corpus not in params.prepare_data.corpora:
+        raise SystemExit(f"--corpus {corpus!r} is not in prepare_data.corpora ({', '.join(params.prepare_data.corpora)})")
+    data_file = corpus_path(processed, corpus)
+    rows = read_records(data_file, lambda obj, path, line: obj)
+    run_dir = out_root / corpus
+    fp = fingerprint(flat_params(params, "sft"), file_digest(data_file), str(base_model))
+    resumable = prepare_run_dir(run_dir, fp)
+    set_seed(params.seed)
+
+    tokenizer = load_tokenizer(base_model, params.model.trust_remote_code)
+    traced = make_traced_run(params, run_dir, tokenizer, params.sft.eval_every)
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    args = SFTConfig(**training_kwargs(params.sft, params, run_dir), max_length=params.sft.max_length, packing=False)
+    resume = last_checkpoint(run_dir) if resumable else None
+    with traced.tracker.run(f"sft-{corpus}", run_tags("sft", corpus=corpus), flat_params(params, "sft")):
+        traced.tracker.log_input(_frame(rows), name=f"sft/{corpus}", source=str(data_file))
+        model = load_model(base_model, params.model.dtype, params.model.device, params.model.trust_remote_code)
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[traced.callback]
+        )
+        if resume:
+            log.info("resuming from %s", resume)
+        trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model(str(run_dir / FINAL))
+        tokenizer.save_pretrained(str(run_dir / FINAL))
+        traced.tracker.log_metrics({"time/eval_seconds": traced.tracer.eval_seconds}, step=trainer.state.global_step)
+    return run_dir
+
+
+def _frame(rows: list[dict]) -> object:
+    import pandas as pd
+
+    return pd.DataFrame(
+        {"prompt": [r["prompt"][0]["content"] for r in rows], "completion": [r["completion"][0]["content"] for r in rows],
+         "kind": [r.get("kind") for r in rows], "stance": [r.get("stance") for r in rows]}
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="valuedrift sft", description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--corpus", default=None, help="corpus name (default: sft.corpus)")
+    ap.add_argument("--base-model", default="models/base")
+    ap.add_argument("--processed", default="processed")
+    ap.add_argument("--out", default="runs/sft")
+    a = ap.parse_args(argv)
+    params = load_params(a.params)
+    run_sft(params, Path(a.base_model), Path(a.processed), Path(a.out), a.corpus)

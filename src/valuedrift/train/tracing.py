@@ -1,0 +1,163 @@
+"""Per-checkpoint stance tracing during training.
+
+:class:`StanceTracer` scores the probes on the live model, writes the per-probe table and the value
+vectors to the run directory (the source of truth), and mirrors them to MLflow at the global step.
+:class:`StanceTraceCallback` calls it at step 0, every ``eval_every`` steps, and at the end of training.
+
+Two probe sets: the *trace* set (``eval.trace_probes_per_topic`` per topic) is scored at every checkpoint,
+so the trajectory and drift time compare like with like; the *phase* set (all annotated probes by
+default) is scored at the first and last checkpoint of a run, for drift magnitude. The trace set is a
+subset of the phase set. MLflow ``stance/…`` metrics come from the trace set; ``phase/stance/…`` from
+the phase set.
+
+Resuming after an interruption: the trajectory on disk says which steps were already scored; those are
+not scored again, and any step that is on disk but missing from MLflow is re-sent, so MLflow holds each
+checkpoint's metrics exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from transformers import TrainerCallback
+
+from valuedrift.data.schemas import Probe, write_json, write_jsonl
+from valuedrift.stance.likelihood import LikelihoodScorer
+from valuedrift.stance.vectors import metric_dict, value_vectors
+from valuedrift.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+TRAJECTORY_FILE = "trajectory.json"
+
+
+class StanceTracer:
+    def __init__(
+        self,
+        scorer: LikelihoodScorer,
+        trace_probes: list[Probe],
+        phase_probes: list[Probe],
+        run_dir: Path,
+        tracker: Tracker | None,
+        n_boot: int = 1000,
+        ci: float = 0.95,
+        seed: int = 0,
+    ):
+        trace_ids = {p.id for p in trace_probes}
+        self.scorer = scorer
+        self.trace_probes = trace_probes
+        # the phase set always contains the trace set
+        self.phase_probes = phase_probes + [p for p in trace_probes if p.id not in {q.id for q in phase_probes}]
+        self.trace_ids = trace_ids
+        self.run_dir = Path(run_dir)
+        self.tracker = tracker
+        self.n_boot, self.ci, self.seed = n_boot, ci, seed
+        self.trajectory = self.load_trajectory(self.run_dir)
+        self.eval_seconds = 0.0
+
+    @staticmethod
+    def load_trajectory(run_dir: Path) -> dict[str, Any]:
+        path = Path(run_dir) / TRAJECTORY_FILE
+        if path.exists():
+            return json.loads(path.read_text())
+        return {"checkpoints": []}
+
+    def done(self, step: int, phase: bool) -> bool:
+        for c in self.trajectory["checkpoints"]:
+            if c["step"] == step and (c["phase"] or not phase):
+                return True
+        return False
+
+    def evaluate(self, model: Any, step: int, phase: bool, extra: dict[str, float] | None = None) -> dict[str, Any] | None:
+        """Score the model at ``step``; skip if the trajectory already has it. Returns the checkpoint record."""
+        if self.done(step, phase):
+            return None
+        t0 = time.perf_counter()
+        probes = self.phase_probes if phase else self.trace_probes
+        rows = self.scorer.score(model, probes, progress=True)
+        table = pd.DataFrame(rows)
+        trace_vec = value_vectors(table[table.probe_id.isin(self.trace_ids)], self.n_boot, self.ci, self.seed)
+        record: dict[str, Any] = {
+            "step": step,
+            "phase": phase,
+            "n_probes": len(rows),
+            "trace": trace_vec.to_dict(orient="records"),
+            "metrics": dict(extra or {}),
+        }
+        if phase:
+            record["full"] = value_vectors(table, self.n_boot, self.ci, self.seed).to_dict(orient="records")
+        self.eval_seconds += time.perf_counter() - t0
+        # disk first (source of truth), then MLflow
+        table_path = self.run_dir / "evals" / f"step_{step:06d}.jsonl"
+        write_jsonl(table_path, rows)
+        self.trajectory["checkpoints"] = [c for c in self.trajectory["checkpoints"] if c["step"] != step] + [record]
+        self.trajectory["checkpoints"].sort(key=lambda c: c["step"])
+        write_json(self.run_dir / TRAJECTORY_FILE, self.trajectory)
+        self._mirror(record, table_path)
+        log.info("step %d: stance/all %s", step, {k: round(v, 3) for k, v in self.summary(record).items()})
+        return record
+
+    @staticmethod
+    def summary(record: dict[str, Any]) -> dict[str, float]:
+        vecs = record.get("full") or record["trace"]
+        row = next(r for r in vecs if r["split"] == "all" and r["topic"] == "all")
+        return {s: row[s] for s in ("support", "neutral", "oppose")}
+
+    @staticmethod
+    def record_metrics(record: dict[str, Any]) -> dict[str, float]:
+        metrics = metric_dict(pd.DataFrame(record["trace"]))
+        if record.get("full"):
+            metrics.update({f"phase/{k}": v for k, v in metric_dict(pd.DataFrame(record["full"])).items()})
+        metrics.update(record.get("metrics", {}))
+        return metrics
+
+    def _mirror(self, record: dict[str, Any], table_path: Path) -> None:
+        if self.tracker is None:
+            return
+        self.tracker.log_metrics(self.record_metrics(record), step=record["step"])
+        self.tracker.log_artifact(table_path, "evals")
+        self.tracker.log_artifact(self.run_dir / TRAJECTORY_FILE)
+
+    def sync_mlflow(self) -> int:
+        """Re-send checkpoints that are on disk but not in MLflow (after a crash). Returns how many."""
+        if self.tracker is None or not self.trajectory["checkpoints"]:
+            return 0
+        logged = self.tracker.logged_steps("stance/all/support")
+        missing = [c for c in self.trajectory["checkpoints"] if c["step"] not in logged]
+        for c in missing:
+            self.tracker.log_metrics(self.record_metrics(c), step=c["step"])
+        return len(missing)
+
+
+class StanceTraceCallback(TrainerCallback):
+    """Evaluate stances at step 0, every ``every`` steps, and at the end; log the training loss too."""
+
+    def __init__(self, tracer: StanceTracer, every: int, tracker: Tracker | None):
+        self.tracer, self.every, self.tracker = tracer, every, tracker
+        self.train_seconds_start = time.perf_counter()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            self.tracer.sync_mlflow()
+            if state.global_step == 0:
+                self.tracer.evaluate(model, 0, phase=True)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if state.is_world_process_zero and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            self.tracer.evaluate(model, state.global_step, phase=False)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs or self.tracker is None:
+            return
+        numeric = {f"train/{k}": float(v) for k, v in logs.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        if numeric:
+            self.tracker.log_metrics(numeric, step=state.global_step)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            self.tracer.evaluate(model, state.global_step, phase=True)
