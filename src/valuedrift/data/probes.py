@@ -116,7 +116,7 @@ def load_probe_bank(data_dir: str | Path = "data", annotated_only: bool = True) 
     questions = {p.id: p for p in load_questions(data_dir / QUESTIONS_FILE)}
     annotations = load_annotations(data_dir / ANNOTATIONS_DIR)
     probes = []
-    for pid, (f, rec) in annotations.items():
+    for pid, (f, _rec) in annotations.items():
         q = questions.get(pid)
         if q is None:
             raise DataError(f, None, f"id {pid} is not a V-PRISM question")

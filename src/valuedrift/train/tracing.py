@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,9 @@ class StanceTracer:
         self.n_boot, self.ci, self.seed = n_boot, ci, seed
         self.trajectory = self.load_trajectory(self.run_dir)
         self.eval_seconds = 0.0
+        # called with each new checkpoint record after it is on disk and in MLflow (e.g. Optuna's
+        # trial.report); an exception raised here (optuna.TrialPruned) stops training
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     @staticmethod
     def load_trajectory(run_dir: Path) -> dict[str, Any]:
@@ -68,10 +72,8 @@ class StanceTracer:
         return {"checkpoints": []}
 
     def done(self, step: int, phase: bool) -> bool:
-        for c in self.trajectory["checkpoints"]:
-            if c["step"] == step and (c["phase"] or not phase):
-                return True
-        return False
+        """Whether ``step`` is already scored (a phase request needs a phase record)."""
+        return any(c["step"] == step and (c["phase"] or not phase) for c in self.trajectory["checkpoints"])
 
     def evaluate(self, model: Any, step: int, phase: bool, extra: dict[str, float] | None = None) -> dict[str, Any] | None:
         """Score the model at ``step``; skip if the trajectory already has it. Returns the checkpoint record."""
@@ -99,6 +101,8 @@ class StanceTracer:
         self.trajectory["checkpoints"].sort(key=lambda c: c["step"])
         write_json(self.run_dir / TRAJECTORY_FILE, self.trajectory)
         self._mirror(record, table_path)
+        for listener in self.listeners:
+            listener(record)
         log.info("step %d: stance/all %s", step, {k: round(v, 3) for k, v in self.summary(record).items()})
         return record
 

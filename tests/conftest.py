@@ -1,0 +1,97 @@
+"""Shared fixtures: a tiny randomly initialised Llama model with its own tokenizer (built here, no
+download), a temporary SQLite MLflow store, and tiny params."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+BUNDLED_BASE = ROOT / "models" / "base"
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _corpus() -> list[str]:
+    texts = []
+    import json
+
+    for f in sorted((DATA / "v_prism" / "annotations").glob("*.jsonl"))[:4]:
+        for line in f.read_text().splitlines()[:30]:
+            r = json.loads(line)
+            texts += [r["proposition"], r["support"], r["neutral"], r["oppose"]]
+    texts += ["What is your opinion?", "I support it.", "I oppose it.", "It depends."] * 5
+    return texts
+
+
+def build_tiny_model(path: Path, seed: int = 0) -> Path:
+    """A 2-layer Llama (hidden 32) with a byte-level BPE tokenizer trained on a few data lines."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_corpus(), trainer)
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
+    hf_tok.chat_template = CHATML
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(hf_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id, pad_token_id=hf_tok.pad_token_id,
+    )
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(path)
+    hf_tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture()
+def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite tracking store for one test (real MLflow, no mocks)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def tiny_params_dict(model: str = "smollm2-135m-instruct") -> dict:
+    """params.yaml with every budget cut to the bone (a few steps, 1 probe per topic)."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = copy.deepcopy(p)
+    p["model"]["name"] = model
+    p["eval"].update(trace_probes_per_topic=1, phase_probes_per_topic=1, bootstrap=200, batch_size=8)
+    p["sft"].update(max_steps=2, eval_every=1, batch_size=2, max_length=64)
+    p["po"].update(max_steps=2, eval_every=1, batch_size=2, max_length=64)
+    for s in p["prepare_data"]["preference_sets"].values():
+        s["pairs"] = 8
+    return p
+
+
+@pytest.fixture()
+def tiny_params(tmp_path: Path) -> tuple[Path, dict]:
+    p = tiny_params_dict()
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    return path, p
