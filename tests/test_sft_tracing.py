@@ -1,0 +1,81 @@
+"""The SFT stage on a tiny random model: stances traced at every checkpoint into a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from valuedrift.config import parse_params
+from valuedrift.stages import prepare_data
+from valuedrift.train.sft import run_sft
+
+from .conftest import ROOT, tiny_params_dict
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory, tiny_model_dir):
+    tmp_path = tmp_path_factory.mktemp("sft")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        params = parse_params(tiny_params_dict(model=str(tiny_model_dir)))
+        processed = tmp_path / "processed"
+        prepare_data.main(["--out", str(processed)])
+        run_dir = run_sft(params, tiny_model_dir, processed, tmp_path / "runs" / "sft")
+    return run_dir, params, uri
+
+
+def test_sft_traces_every_checkpoint_and_logs_to_mlflow(sft_run, tiny_model_dir):
+    run_dir, params, uri = sft_run
+    traj = json.loads((run_dir / "trajectory.json").read_text())
+    steps = [c["step"] for c in traj["checkpoints"]]
+    assert steps == [0, 1, 2]  # step 0, every eval_every=1 step, and the end
+    assert [c["phase"] for c in traj["checkpoints"]] == [True, False, True]
+    for c in traj["checkpoints"]:
+        assert (run_dir / "evals" / f"step_{c['step']:06d}.jsonl").exists()
+
+    client = mlflow.tracking.MlflowClient(uri)
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    hist = client.get_metric_history(run_id, "stance/all/support")
+    assert sorted(m.step for m in hist) == [0, 1, 2]
+    assert all(0.0 < m.value < 1.0 for m in hist)
+    # the same number on disk and in MLflow
+    disk = {c["step"]: next(r for r in c["trace"] if r["split"] == "all" and r["topic"] == "all")["support"] for c in traj["checkpoints"]}
+    assert {m.step: m.value for m in hist} == pytest.approx(disk)
+    assert client.get_metric_history(run_id, "train/loss"), "training loss was not logged"
+    assert client.get_metric_history(run_id, "phase/stance/test/all/oppose"), "phase metrics on the held-out split missing"
+    run = client.get_run(run_id)
+    assert run.data.tags["stage"] == "sft" and "git_commit" in run.data.tags and "pipeline_id" in run.data.tags
+    arts = {a.path for a in client.list_artifacts(run_id, "evals")}
+    assert "evals/step_000000.jsonl" in arts
+
+
+def test_sft_changes_the_weights(sft_run, tiny_model_dir):
+    run_dir, _, _ = sft_run
+    before = load_file(str(tiny_model_dir / "model.safetensors"))
+    after = load_file(str(run_dir / "final" / "model.safetensors"))
+    changed = [k for k in before if k in after and not torch.equal(before[k], after[k])]
+    assert changed, "no weight changed during SFT"
+
+
+def test_capability_probe_logged_and_held_out_of_training(sft_run):
+    run_dir, params, uri = sft_run
+    client = mlflow.tracking.MlflowClient(uri)
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    hist = client.get_metric_history(run_id, "capability/heldout_nll")
+    assert sorted(m.step for m in hist) == [0, 1, 2] and all(m.value > 0 for m in hist)
+
+    from valuedrift.data.bank import load_general
+    from valuedrift.data.schemas import iter_jsonl
+    from valuedrift.stance.capability import heldout_general_ids
+
+    held = heldout_general_ids(load_general(ROOT / "data"), params.eval.capability_rows, params.seed)
+    assert len(held) == params.eval.capability_rows
+    corpus = run_dir.parent.parent.parent / "processed" / "sft" / f"{run_dir.name}.jsonl"
+    used = {obj["source_id"] for _, obj in iter_jsonl(corpus) if obj["kind"] == "general"}
+    assert used and not used & held
