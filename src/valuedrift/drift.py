@@ -90,3 +90,22 @@ def w1_alignment(v: Mapping[str, float], r: Mapping[str, float]) -> float:
     p, q = p / p.sum(), q / q.sum()
     w1 = float(np.abs(np.cumsum(p) - np.cumsum(q))[:-1].sum())
     return 1.0 - w1 / (len(ORDINAL) - 1)
+
+
+def across_seeds(values: Sequence[float], ci: float = 0.95) -> tuple[float, float, float, int]:
+    """Mean over seeds with a Student-t CI:  m̄ ± t_{(1+ci)/2, n−1} · s / √n  (s = sample sd, n seeds).
+
+    Returns (mean, lo, hi, n); with one seed the interval is degenerate (lo = hi = mean) — callers then
+    report that seed's bootstrap CI over probes instead, and say that n = 1.
+    """
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x == x], dtype=np.float64)  # drop NaN
+    n = len(v)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    m = float(v.mean())
+    if n == 1:
+        return m, m, m, 1
+    half = float(stats.t.ppf((1 + ci) / 2, n - 1) * v.std(ddof=1) / np.sqrt(n))
+    return m, m - half, m + half, n

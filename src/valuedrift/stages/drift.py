@@ -7,36 +7,60 @@ each phase:
   bootstrap CI over probes (:func:`valuedrift.drift.paired_drift_ci`);
 - drift time on the trace probe set, which is scored at every checkpoint (:func:`valuedrift.drift.drift_time`).
 
-Writes ``metrics/drift.json`` (headline numbers for ``dvc metrics``), ``metrics/drift_table.csv`` (every
-phase × split × topic × stance), ``plots/trajectory/<phase>.csv`` (DVC plot data) and
-``plots/trajectories.png``.
+Runs repeated over seeds (``runs/<kind>/<name>/seed<k>/``) are aggregated: mean over seeds with an
+across-seed t-interval (with one seed: the probe-bootstrap CI), and every figure carries its seed count.
+
+Writes ``metrics/drift_table.csv`` (every run × split × topic × stance), ``metrics/drift_summary.csv``
+(aggregated over seeds), ``metrics/drift.json`` (headline numbers for ``dvc metrics``),
+``plots/trajectory/<phase>.csv`` (DVC plot data) and ``plots/trajectories.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from valuedrift.config import STANCES, load_params
 from valuedrift.data.schemas import iter_jsonl, write_json
-from valuedrift.drift import drift_time, paired_drift_ci
+from valuedrift.drift import across_seeds, drift_time, paired_drift_ci
 from valuedrift.stance.vectors import ALL
 from valuedrift.train.tracing import StanceTracer
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class TracedRunDir:
+    """One traced training run: phase ``<kind>/<name>`` (e.g. ``sft/neutral_heavy``, ``po/dpo-value_gap``)
+    and its seed. Layouts: ``runs/<kind>/<name>/seed<k>/`` (one folder per seed) or ``runs/<kind>/<name>/``."""
+
+    phase: str
+    seed: int
+    path: Path
+
+
+def discover_runs(runs: Path, default_seed: int = 0) -> list[TracedRunDir]:
+    """Every run under ``runs`` that has a trajectory, sorted by phase then seed."""
+    found = []
+    for traj in runs.glob("*/*/trajectory.json"):
+        found.append(TracedRunDir(f"{traj.parent.parent.name}/{traj.parent.name}", default_seed, traj.parent))
+    for traj in runs.glob("*/*/seed*/trajectory.json"):
+        d = traj.parent
+        if d.name[4:].isdigit():
+            found.append(TracedRunDir(f"{d.parent.parent.name}/{d.parent.name}", int(d.name[4:]), d))
+    return sorted(found, key=lambda r: (r.phase, r.seed))
+
+
 def discover_phases(runs: Path) -> dict[str, Path]:
-    """Phase name -> run directory, for every run with a trajectory."""
-    phases = {}
-    for traj in sorted(runs.glob("*/*/trajectory.json")):
-        run_dir = traj.parent
-        phases[f"{run_dir.parent.name}/{run_dir.name}"] = run_dir
+    """Phase name -> run directory of its first seed (for callers that want one run per phase)."""
+    phases: dict[str, Path] = {}
+    for r in discover_runs(runs):
+        phases.setdefault(r.phase, r.path)
     return phases
 
 
@@ -129,40 +153,71 @@ def plot_trajectories(frames: dict[str, pd.DataFrame], path: Path) -> None:
     plt.close(fig)
 
 
-def headline(mag: pd.DataFrame, tim: pd.DataFrame, seeds: int) -> dict[str, Any]:
-    """Small nested dict for ``dvc metrics show``: topic "all" per phase and split."""
-    out: dict[str, Any] = {"seeds": seeds}
-    for phase in sorted(set(mag.phase) | set(tim.phase)):
-        out[phase] = {}
+def summarise(per_run: pd.DataFrame, ci: float) -> pd.DataFrame:
+    """Aggregate per-seed rows to one row per (phase, split, topic, stance).
+
+    magnitude = mean over seeds; with ≥ 2 seeds its CI is the across-seed t-interval (drift.across_seeds),
+    with 1 seed it is that seed's paired bootstrap CI over probes (``ci_kind`` says which).
+    """
+    out = []
+    for key, g in per_run.groupby(["phase", "split", "topic", "stance"], sort=True):
+        rec: dict[str, Any] = dict(zip(["phase", "split", "topic", "stance"], key, strict=True))
+        n_seeds = g.seed.nunique()
+        rec["n_seeds"] = n_seeds
+        if "magnitude" in g and g.magnitude.notna().any():
+            m, lo, hi, _ = across_seeds(g.magnitude.tolist(), ci)
+            if n_seeds == 1:
+                lo, hi = float(g.magnitude_lo.iloc[0]), float(g.magnitude_hi.iloc[0])
+            rec.update(magnitude=m, ci_lo=lo, ci_hi=hi, ci_kind="seeds" if n_seeds > 1 else "probes",
+                       v0=float(g.v0.mean()), v1=float(g.v1.mean()), n_probes=int(g.n_probes.iloc[0]))
+        if "drift_time" in g:
+            t, tlo, thi, _ = across_seeds(g.drift_time.tolist(), ci)
+            rec.update(drift_time=t, drift_time_lo=tlo, drift_time_hi=thi)
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
+def headline(summary: pd.DataFrame) -> dict[str, Any]:
+    """Small nested dict for ``dvc metrics show``: topic "all" per phase and split, with the seed count."""
+    out: dict[str, Any] = {}
+    for phase in sorted(summary.phase.unique()):
+        ph = summary[(summary.phase == phase) & (summary.topic == ALL)]
+        out[phase] = {"seeds": int(ph.n_seeds.max())}
         for split in ("dev", "test", ALL):
-            m = mag[(mag.phase == phase) & (mag.split == split) & (mag.topic == ALL)]
-            t = tim[(tim.phase == phase) & (tim.split == split) & (tim.topic == ALL)]
-            if m.empty and t.empty:
+            rows = ph[ph.split == split]
+            if rows.empty:
                 continue
             out[phase][split] = {}
-            for s in STANCES:
+            for r in rows.itertuples(index=False):
                 rec = {}
-                ms = m[m.stance == s]
-                if not ms.empty:
-                    r = ms.iloc[0]
-                    rec.update(magnitude=round(r.magnitude, 4), ci_lo=round(r.magnitude_lo, 4), ci_hi=round(r.magnitude_hi, 4))
-                ts = t[t.stance == s]
-                if not ts.empty:
-                    rec["drift_time"] = round(float(ts.iloc[0].drift_time), 4)
-                out[phase][split][s] = rec
+                if "magnitude" in rows and r.magnitude == r.magnitude:
+                    rec.update(magnitude=round(r.magnitude, 4), ci_lo=round(r.ci_lo, 4), ci_hi=round(r.ci_hi, 4))
+                if "drift_time" in rows:
+                    rec["drift_time"] = round(float(r.drift_time), 4)
+                out[phase][split][r.stance] = rec
     return out
 
 
-def compute(runs: Path, n_boot: int, ci: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
-    mags, times, frames = [], [], {}
-    for phase, run_dir in discover_phases(runs).items():
-        ckpts = StanceTracer.load_trajectory(run_dir)["checkpoints"]
+def compute(runs: Path, n_boot: int, ci: float, seed: int) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Per-run drift rows (phase, seed, split, topic, stance, magnitude…, drift_time) and trajectory frames
+    (per phase: mean over seeds of the trace vectors at each step)."""
+    rows, frames = [], {}
+    by_phase: dict[str, list[pd.DataFrame]] = {}
+    for run in discover_runs(runs, seed):
+        ckpts = StanceTracer.load_trajectory(run.path)["checkpoints"]
         if not ckpts:
             continue
-        mags += [{"phase": phase, **r} for r in magnitude_rows(run_dir, ckpts, n_boot, ci, seed)]
-        times += [{"phase": phase, **r} for r in time_rows(ckpts)]
-        frames[phase] = trajectory_frame(ckpts)
-    return pd.DataFrame(mags), pd.DataFrame(times), frames
+        mag = pd.DataFrame(magnitude_rows(run.path, ckpts, n_boot, ci, seed))
+        tim = pd.DataFrame(time_rows(ckpts))
+        keys = ["split", "topic", "stance"]
+        table = mag.merge(tim, on=keys, how="outer") if not mag.empty else tim
+        table.insert(0, "seed", run.seed)
+        table.insert(0, "phase", run.phase)
+        rows.append(table)
+        by_phase.setdefault(run.phase, []).append(trajectory_frame(ckpts))
+    for phase, fs in by_phase.items():
+        frames[phase] = pd.concat(fs).groupby("step", as_index=False).mean()
+    return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()), frames
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,18 +228,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--plots", default="plots")
     a = ap.parse_args(argv)
     params = load_params(a.params)
-    mag, tim, frames = compute(Path(a.runs), params.eval.bootstrap, params.eval.ci, params.seed)
-    if mag.empty and tim.empty:
-        raise SystemExit(f"no trajectories found under {a.runs}/*/*/trajectory.json; run the sft/po stages first")
-    table = mag.merge(tim, on=["phase", "split", "topic", "stance"], how="outer") if not mag.empty else tim
+    per_run, frames = compute(Path(a.runs), params.eval.bootstrap, params.eval.ci, params.seed)
+    if per_run.empty:
+        raise SystemExit(f"no trajectories found under {a.runs}/<kind>/<name>/[seed<k>/]trajectory.json; run sft/po first")
+    summary = summarise(per_run, params.eval.ci)
     metrics, plots = Path(a.metrics), Path(a.plots)
     metrics.mkdir(parents=True, exist_ok=True)
-    table.to_csv(metrics / "drift_table.csv", index=False)
-    write_json(metrics / "drift.json", headline(mag if not mag.empty else pd.DataFrame(columns=["phase", "split", "topic", "stance"]), tim, seeds=1))
+    per_run.to_csv(metrics / "drift_table.csv", index=False)
+    summary.to_csv(metrics / "drift_summary.csv", index=False)
+    write_json(metrics / "drift.json", headline(summary))
     for phase, df in frames.items():
         out = plots / "trajectory" / f"{phase.replace('/', '__')}.csv"
         out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(out, index=False)
     plot_trajectories(frames, plots / "trajectories.png")
-    log.info("drift: %d phases, table at %s", len(frames), metrics / "drift_table.csv")
-    _ = np  # numpy used via pandas ops
+    log.info("drift: %d phases, %d runs; tables in %s", len(frames), per_run.groupby(["phase", "seed"]).ngroups, metrics)

@@ -1,0 +1,214 @@
+"""Tables, plots and verdicts for the report (pure functions over the drift stage's outputs).
+
+Inputs: ``metrics/drift_summary.csv`` (one row per phase × split × topic × stance, aggregated over seeds),
+the runs' trajectories, and the preference sets' ``<set>.gap.json`` (condition, target, gap).
+
+The paper's three findings (DESIGN.md) and the rules by which we call them (thresholds are ours, stated
+in the report next to each verdict):
+
+1. SFT sets values fast, and the data decides the direction — tested on each SFT corpus by (a) speed:
+   drift time of the stance with the largest |M| ≤ 0.25 (the paper: most drift in the first ~10%),
+   (b) direction: the corpus's majority stance gains the most, (c) size: SFT's largest |M| exceeds every
+   preference run's on style-only data.
+2. Preference optimisation on style-only data barely moves values — every style-only run's largest
+   |M_s| < 0.05 (the paper: 0.01–0.27 on its 3B–8B models).
+3. With a value gap, algorithms differ — on value-gap sets, the algorithms' drift toward the target
+   stance separates: the largest and smallest have non-overlapping CIs (and the paper's order
+   DPO > SimPO > reward-model RL ≈ 0 is checked where those algorithms ran).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from valuedrift.config import STANCES
+from valuedrift.stance.vectors import ALL
+
+FAST_DRIFT_TIME = 0.25
+STYLE_ONLY_BARELY = 0.05
+
+
+@dataclass(frozen=True)
+class PhaseInfo:
+    phase: str
+    kind: str  # sft | po
+    name: str
+    algorithm: str | None = None
+    pref_set: str | None = None
+    condition: str | None = None
+    target: str | None = None
+    gap: float | None = None
+
+    @property
+    def style_only(self) -> bool:
+        return self.kind == "po" and self.gap == 0
+
+    @property
+    def label(self) -> str:
+        if self.kind == "sft":
+            return f"SFT on {self.name}"
+        cond = "style-only" if self.style_only else f"{self.condition} → {self.target}, gap {self.gap:g}"
+        return f"{self.algorithm} on {self.pref_set} ({cond})"
+
+
+def phase_info(phase: str, processed: Path, algorithms: list[str]) -> PhaseInfo:
+    kind, name = phase.split("/", 1)
+    if kind != "po":
+        return PhaseInfo(phase, kind, name)
+    algo = next((a for a in sorted(algorithms, key=len, reverse=True) if name.startswith(f"{a}-")), name.split("-")[0])
+    pref = name[len(algo) + 1 :]
+    gap_file = processed / "preferences" / f"{pref}.gap.json"
+    meta = json.loads(gap_file.read_text()) if gap_file.exists() else {}
+    return PhaseInfo(phase, kind, name, algo, pref, meta.get("condition"), meta.get("target"), meta.get("requested_gap"))
+
+
+def fmt_ci(m: float, lo: float, hi: float) -> str:
+    return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _rows(summary: pd.DataFrame, phase: str, split: str, topic: str = ALL) -> pd.DataFrame:
+    return summary[(summary.phase == phase) & (summary.split == split) & (summary.topic == topic)].set_index("stance")
+
+
+def drift_table(summary: pd.DataFrame, infos: list[PhaseInfo], splits: tuple[str, ...] = ("dev", "test")) -> pd.DataFrame:
+    """One row per phase × split: M_s with CI for each stance, drift time per stance, seeds, probes."""
+    out = []
+    for info in infos:
+        for split in splits:
+            r = _rows(summary, info.phase, split)
+            if r.empty or "magnitude" not in r:
+                continue
+            rec: dict[str, Any] = {"run": info.label, "split": split}
+            for s in STANCES:
+                rec[f"Δ{s}"] = fmt_ci(r.at[s, "magnitude"], r.at[s, "ci_lo"], r.at[s, "ci_hi"])
+            for s in STANCES:
+                rec[f"time {s}"] = f"{r.at[s, 'drift_time']:.2f}"
+            rec["seeds"] = int(r.n_seeds.max())
+            rec["probes"] = int(r.n_probes.max())
+            out.append(rec)
+    return pd.DataFrame(out)
+
+
+def _excludes_zero(r: pd.DataFrame, stance: str) -> bool:
+    return float(r.at[stance, "ci_lo"]) > 0 or float(r.at[stance, "ci_hi"]) < 0
+
+
+def largest_drift(summary: pd.DataFrame, phase: str, split: str = ALL) -> tuple[str, float]:
+    r = _rows(summary, phase, split)
+    s = max(STANCES, key=lambda s: abs(r.at[s, "magnitude"]))
+    return s, float(r.at[s, "magnitude"])
+
+
+@dataclass
+class Verdict:
+    finding: str
+    paper: str
+    verdict: str = "not tested"
+    ours: list[str] = field(default_factory=list)
+    rule: str = ""
+
+
+def _combine(checks: list[bool]) -> str:
+    if not checks:
+        return "not tested"
+    if all(checks):
+        return "reproduced"
+    return "partly reproduced" if any(checks) else "not reproduced"
+
+
+def verdict_sft(summary: pd.DataFrame, infos: list[PhaseInfo], majority: dict[str, str]) -> Verdict:
+    v = Verdict(
+        "1. SFT establishes values, fast, and the SFT data decides which way",
+        "most drift in the first ~10% of SFT steps; WildChat-like (neutral-heavy) data → neutral, "
+        "Alpaca-like (support-heavy) → support",
+        rule=f"per corpus: the largest-|M| stance's CI excludes 0 and its drift time ≤ {FAST_DRIFT_TIME}; the corpus's "
+        "majority stance gains the most, with a CI above 0; SFT's largest |M| exceeds every style-only preference run's",
+    )
+    checks = []
+    style_max = [abs(largest_drift(summary, i.phase)[1]) for i in infos if i.style_only]
+    for info in (i for i in infos if i.kind == "sft"):
+        s, m = largest_drift(summary, info.phase)
+        r = _rows(summary, info.phase, ALL)
+        t = float(r.at[s, "drift_time"])
+        gains = {st: float(r.at[st, "magnitude"]) for st in STANCES}
+        top = max(gains, key=gains.get)
+        real = _excludes_zero(r, s)  # a drift time means nothing for a drift inside the noise
+        fast = real and t <= FAST_DRIFT_TIME
+        direction = top == majority.get(info.name) and float(r.at[top, "ci_lo"]) > 0
+        checks += [fast, direction]
+        line = (f"{info.label}: largest drift {s} {fmt_ci(m, r.at[s, 'ci_lo'], r.at[s, 'ci_hi'])}"
+                f"{'' if real else ' (CI includes 0)'} at drift time {t:.2f} ({'fast' if fast else 'not fast'}); "
+                f"largest gain {top} {fmt_ci(gains[top], r.at[top, 'ci_lo'], r.at[top, 'ci_hi'])} vs the corpus's "
+                f"majority stance {majority.get(info.name)}")
+        if style_max:
+            bigger = abs(m) > max(style_max)
+            checks.append(bigger)
+            line += f"; |M| {abs(m):.3f} vs style-only max {max(style_max):.3f}"
+        v.ours.append(line + f" (seeds: {int(r.n_seeds.max())})")
+    v.verdict = _combine(checks)
+    return v
+
+
+def verdict_style_only(summary: pd.DataFrame, infos: list[PhaseInfo]) -> Verdict:
+    v = Verdict(
+        "2. Preference optimisation on standard (style-only) data barely moves values",
+        "|drift| 0.01–0.27 (3B–8B models, UltraFeedback / HH-RLHF)",
+        rule=f"every style-only run's largest |M_s| (all probes) < {STYLE_ONLY_BARELY}",
+    )
+    checks = []
+    for info in (i for i in infos if i.style_only):
+        s, m = largest_drift(summary, info.phase)
+        r = _rows(summary, info.phase, ALL)
+        checks.append(abs(m) < STYLE_ONLY_BARELY)
+        v.ours.append(f"{info.label}: largest |M| = {abs(m):.3f} ({s}), CI {fmt_ci(m, r.at[s, 'ci_lo'], r.at[s, 'ci_hi'])}, "
+                      f"seeds {int(r.n_seeds.max())}")
+    v.verdict = _combine(checks)
+    return v
+
+
+def verdict_value_gap(summary: pd.DataFrame, infos: list[PhaseInfo]) -> Verdict:
+    v = Verdict(
+        "3. With a value gap in the preference data, algorithms differ",
+        "PPO ≈ 0 (KL-anchored); DPO large and asymmetric (0.53 reinforcing vs 0.46 reversing); SimPO ~0.15",
+        rule="on each value-gap set: the largest and smallest drift toward the target stance have non-overlapping CIs; "
+        "order DPO > SimPO > reward-model RL where present",
+    )
+    checks = []
+    gap_runs = [i for i in infos if i.kind == "po" and not i.style_only and i.target]
+    for pref in sorted({i.pref_set for i in gap_runs}):
+        runs = [i for i in gap_runs if i.pref_set == pref]
+        toward = {}
+        for i in runs:
+            r = _rows(summary, i.phase, ALL)
+            toward[i.algorithm] = (float(r.at[i.target, "magnitude"]), float(r.at[i.target, "ci_lo"]), float(r.at[i.target, "ci_hi"]),
+                                   int(r.n_seeds.max()))
+        desc = ", ".join(f"{a} {fmt_ci(*t[:3])}" for a, t in sorted(toward.items(), key=lambda kv: -kv[1][0]))
+        target = runs[0].target
+        v.ours.append(f"{pref} (target {target}, {runs[0].condition}): drift toward target — {desc}; "
+                      f"seeds {min(t[3] for t in toward.values())}")
+        if len(toward) >= 2:
+            hi_a = max(toward, key=lambda a: toward[a][0])
+            lo_a = min(toward, key=lambda a: toward[a][0])
+            checks.append(toward[lo_a][2] < toward[hi_a][1])
+            order = [a for a in ("dpo", "simpo") if a in toward]
+            if len(order) == 2:
+                checks.append(toward["dpo"][0] > toward["simpo"][0])
+            rl = [a for a in toward if a.startswith("rm_")]
+            if rl:
+                checks.append(all(toward[a][0] <= min(toward[b][0] for b in toward if not b.startswith("rm_")) for a in rl))
+    v.verdict = _combine(checks)
+    return v
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "_(no runs)_"
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
