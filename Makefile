@@ -5,8 +5,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+# separate venv for the OpenAI-compatible judge server (llama-cpp-python builds from source, ~5 min once;
+# pip caches the wheel). Tests start it on 127.0.0.1 to exercise the `openai` judge over real HTTP.
+JUDGE_VENV ?= .venv-judge
+LLAMA_CPP  ?= llama-cpp-python[server]==0.3.36
 
-.PHONY: run test env data lint clean-runs
+.PHONY: run test env judge-env data lint clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,14 +22,25 @@ $(VENV)/.installed: pyproject.toml
 
 env: $(VENV)/.installed
 
+$(JUDGE_VENV)/.installed:
+	test -x $(JUDGE_VENV)/bin/python || python3 -m venv $(JUDGE_VENV)
+	$(JUDGE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(JUDGE_VENV)/bin/python -m pip install -q "$(LLAMA_CPP)"
+	touch $@
+
+judge-env: $(JUDGE_VENV)/.installed
+
 data: env
 	$(BIN)/dvc pull -q data.dvc
 
 run: data
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-test: data
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+sweep: data   # the Optuna study (sweeps/dvc.yaml), after `make run`
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro sweeps/dvc.yaml
+
+test: data judge-env
+	VALUEDRIFT_JUDGE_PYTHON="$(abspath $(JUDGE_VENV))/bin/python" PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: env
 	$(BIN)/ruff check src tests benchmarks
