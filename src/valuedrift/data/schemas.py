@@ -74,24 +74,33 @@ def require(record: dict[str, Any], name: str, kind: type | tuple[type, ...], pa
     return value
 
 
+def _decoded_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 text file; a line that is not UTF-8 raises DataError naming it."""
+    with path.open("rb") as fh:
+        for i, raw in enumerate(fh, start=1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(path, i, f"not valid UTF-8 text ({e.reason} at byte {e.start} of the line)") from e
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line; bad JSON raises DataError with file:line."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, None, "file not found")
     n = 0
-    with path.open(encoding="utf-8") as fh:
-        for i, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(path, i, f"invalid JSON: {e.msg} (column {e.colno})") from e
-            if not isinstance(obj, dict):
-                raise DataError(path, i, f"expected a JSON object, got {type(obj).__name__}")
-            n += 1
-            yield i, obj
+    for i, raw in enumerate(_decoded_lines(path), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise DataError(path, i, f"invalid JSON: {e.msg} (column {e.colno})") from e
+        if not isinstance(obj, dict):
+            raise DataError(path, i, f"expected a JSON object, got {type(obj).__name__}")
+        n += 1
+        yield i, obj
     if n == 0:
         raise DataError(path, None, "file is empty")
 
