@@ -26,9 +26,19 @@ SECRET_NAME = re.compile(r"(API_?KEY|ACCESS_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CR
 URI_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
 
 
+def _environ_snapshot() -> dict[str, str]:
+    """A copy of os.environ that tolerates other threads (MLflow telemetry) editing it while we read."""
+    for _ in range(10):
+        try:
+            return dict(os.environ)
+        except (KeyError, RuntimeError):  # a key vanished or the dict changed size mid-copy
+            continue
+    return dict(os.environ)
+
+
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """Values of the secret-looking environment variables, longest first (so overlaps redact fully)."""
-    env = dict(os.environ.copy()) if environ is None else environ  # a snapshot: other threads (MLflow telemetry) edit os.environ
+    env = _environ_snapshot() if environ is None else environ
     values = {v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= MIN_SECRET_LEN}
     return sorted(values, key=len, reverse=True)
 
