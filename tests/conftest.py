@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,11 @@ BUNDLED_BASE = ROOT / "models" / "base"
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# MLflow telemetry sets/unsets an environment variable from a thread (a race with code that copies os.environ)
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# OpenMP threads that busy-wait between parallel regions starve each other on a shared 2-core machine
+# (measured: tiny-model scoring tests 105 s -> 12 s wall under load); must be set before torch loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
@@ -68,10 +74,27 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite MLflow store, created (schema migrations: ~5-10 s) once per session."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    SqlAlchemyStore(f"sqlite:///{path}", str(path.parent / "artifacts"))
+    return path
+
+
+def fresh_mlflow_uri(dest_dir: Path, template: Path) -> str:
+    """A fresh SQLite tracking store in ``dest_dir``: a copy of the migrated empty store."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template, dest_dir / "mlflow.db")
+    return f"sqlite:///{dest_dir / 'mlflow.db'}"
+
+
 @pytest.fixture()
-def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_mlflow_db: Path) -> str:
     """A fresh SQLite tracking store for one test (real MLflow, no mocks)."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_mlflow_uri(tmp_path, empty_mlflow_db)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
 
@@ -84,6 +107,7 @@ def tiny_params_dict(model: str = "smollm2-135m-instruct") -> dict:
     p["eval"].update(trace_probes_per_topic=1, phase_probes_per_topic=1, bootstrap=200, batch_size=8)
     p["sft"].update(max_steps=2, eval_every=1, batch_size=2, max_length=64)
     p["po"].update(max_steps=2, eval_every=1, batch_size=2, max_length=64)
+    p["sft"]["corpora"] = [p["po"]["start_from"]]  # one SFT run (the matrix over corpora doubles the cost)
     for s in p["prepare_data"]["preference_sets"].values():
         s["pairs"] = 8
     return p

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from valuedrift.config import Params, TrainConfig, to_dict
+from valuedrift.data.bank import load_general
 from valuedrift.data.probes import load_probe_bank, select_probes
 from valuedrift.models import pick_device
+from valuedrift.stance.capability import CapabilityProbe, heldout_general_ids
 from valuedrift.stance.likelihood import LikelihoodScorer
 from valuedrift.tracking import Tracker, provenance_tags
 from valuedrift.train.tracing import StanceTraceCallback, StanceTracer
@@ -97,6 +99,11 @@ def make_traced_run(params: Params, run_dir: Path, tokenizer: Any, every: int, d
     scorer = LikelihoodScorer(tokenizer, ev.temperature, ev.batch_size, ev.prompt_format, ev.system_prompt)
     tracker = Tracker(params.tracking, run_dir)
     tracer = StanceTracer(scorer, trace, phase, run_dir, tracker, ev.bootstrap, ev.ci, params.seed)
+    if ev.capability_rows > 0:
+        general = load_general(data_dir)
+        held = heldout_general_ids(general, ev.capability_rows, params.seed)
+        rows = [r for r in general if r["id"] in held]
+        tracer.capability = CapabilityProbe(tokenizer, rows, ev.batch_size, ev.prompt_format)
     return TracedRun(tracker, tracer, StanceTraceCallback(tracer, every, tracker))
 
 

@@ -63,6 +63,8 @@ class StanceTracer:
         # called with each new checkpoint record after it is on disk and in MLflow (e.g. Optuna's
         # trial.report); an exception raised here (optuna.TrialPruned) stops training
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        # optional CapabilityProbe measured beside the stances at every checkpoint (capability/* metrics)
+        self.capability: Any = None
 
     @staticmethod
     def load_trajectory(run_dir: Path) -> dict[str, Any]:
@@ -82,6 +84,8 @@ class StanceTracer:
         t0 = time.perf_counter()
         probes = self.phase_probes if phase else self.trace_probes
         rows = self.scorer.score(model, probes, progress=True)
+        if self.capability is not None:
+            extra = {**(extra or {}), **self.capability.measure(model)}
         table = pd.DataFrame(rows)
         trace_vec = value_vectors(table[table.probe_id.isin(self.trace_ids)], self.n_boot, self.ci, self.seed)
         record: dict[str, Any] = {
@@ -128,14 +132,43 @@ class StanceTracer:
         self.tracker.log_artifact(self.run_dir / TRAJECTORY_FILE)
 
     def sync_mlflow(self) -> int:
-        """Re-send checkpoints that are on disk but not in MLflow (after a crash). Returns how many."""
+        """Re-send what is on disk but not in MLflow (after a crash, e.g. between the disk write and the
+        mirror): every missing (metric, step) of the trajectory and every missing per-probe table.
+        Returns how many metric values were sent."""
         if self.tracker is None or not self.trajectory["checkpoints"]:
             return 0
-        logged = self.tracker.logged_steps("stance/all/support")
-        missing = [c for c in self.trajectory["checkpoints"] if c["step"] not in logged]
-        for c in missing:
-            self.tracker.log_metrics(self.record_metrics(c), step=c["step"])
-        return len(missing)
+        sent = self.tracker.sync_metrics({c["step"]: self.record_metrics(c) for c in self.trajectory["checkpoints"]})
+        self.tracker.sync_artifacts(sorted((self.run_dir / "evals").glob("step_*.jsonl")), "evals")
+        return sent
+
+
+class TrainLogCallback(TrainerCallback):
+    """Mirror the trainer's numeric logs to MLflow as ``<prefix><name>`` at the global step (main process).
+
+    After a resume the trainer repeats the steps between the last checkpoint and the interruption; a
+    (metric, step) pair already in MLflow is not sent again, so every metric has each step at most once.
+    """
+
+    def __init__(self, tracker: Tracker | None, prefix: str = "train/"):
+        self.tracker, self.prefix = tracker, prefix
+        self._logged: dict[str, set[int]] = {}
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs or self.tracker is None:
+            return
+        step = state.global_step
+        numeric = {}
+        for k, v in logs.items():
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            key = f"{self.prefix}{k}"
+            if key not in self._logged:
+                self._logged[key] = self.tracker.logged_steps(key)
+            if step not in self._logged[key]:
+                numeric[key] = float(v)
+                self._logged[key].add(step)
+        if numeric:
+            self.tracker.log_metrics(numeric, step=step)
 
 
 class StanceTraceCallback(TrainerCallback):
@@ -143,6 +176,7 @@ class StanceTraceCallback(TrainerCallback):
 
     def __init__(self, tracer: StanceTracer, every: int, tracker: Tracker | None):
         self.tracer, self.every, self.tracker = tracer, every, tracker
+        self.train_logs = TrainLogCallback(tracker, "train/")
         self.train_seconds_start = time.perf_counter()
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
@@ -156,11 +190,7 @@ class StanceTraceCallback(TrainerCallback):
             self.tracer.evaluate(model, state.global_step, phase=False)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if not state.is_world_process_zero or not logs or self.tracker is None:
-            return
-        numeric = {f"train/{k}": float(v) for k, v in logs.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        if numeric:
-            self.tracker.log_metrics(numeric, step=state.global_step)
+        self.train_logs.on_log(args, state, control, logs=logs, **kwargs)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if state.is_world_process_zero:
