@@ -6,21 +6,66 @@ message naming the key, a bad data record with file:line.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 import os
 import sys
+from pathlib import Path
+
+# Idle OpenMP threads sleep instead of spinning: spinning threads starve the working ones when the CPUs
+# are shared (benchmarks/RESULTS.md); read once when torch loads, so set before any stage imports it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # subcommand -> module with main(argv)
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-model": ("valuedrift.stages.prepare_model", "export the bundled model / record the model source"),
     "prepare-data": ("valuedrift.stages.prepare_data", "validate data and build the SFT corpora"),
     "preferences": ("valuedrift.stages.preferences", "generate the synthetic value-gap preference sets"),
+    "gap-analysis": ("valuedrift.stages.gap_analysis", "value gap (chosen − rejected stances) of any preference set"),
     "sft": ("valuedrift.train.sft", "supervised fine-tuning with stance tracing"),
     "po": ("valuedrift.train.po", "preference optimisation with stance tracing"),
     "drift": ("valuedrift.stages.drift", "drift magnitude/time tables and trajectory plots"),
+    "report": ("valuedrift.stages.report", "reports/report.md: tables, plots, verdicts on the paper's findings"),
+    "eval": ("valuedrift.stages.eval", "stances of any checkpoint on the likelihood or paper route"),
+    "judge-eval": ("valuedrift.stages.judge_eval", "judge accuracy on the labelled set + agreement with the likelihood route"),
+    "sweep": ("valuedrift.stages.tune", "Optuna sweep over algorithm hyperparameters, traced to drift (tune stage)"),
     "check-params": ("valuedrift.stages.check_params", "validate params.yaml and exit"),
+    "relog": ("valuedrift.stages.relog", "re-send a run directory's results to MLflow (after a server outage)"),
+    "tracking-server": ("valuedrift.stages.tracking_server", "a local MLflow server on 127.0.0.1"),
 }
+
+
+# commands that never read params.yaml (everything else is validated before its module is imported)
+PARAMS_FREE: set[str] = {"tracking-server"}
+# commands that log to MLflow (unless --no-mlflow): an HTTP tracking server that does not answer fails them
+# before they import torch (Tracker.run checks again when the run opens)
+TRACKED: set[str] = {"sft", "po", "sweep", "eval", "judge-eval", "report"}
+
+
+def precheck_params(cmd: str, rest: list[str]) -> None:
+    """Validate ``--params`` (default ``params.yaml``) before the command imports torch or loads a model,
+    and for a tracked command check that the tracking server answers.
+
+    Raises ConfigError (a ``--params`` file that does not exist is one too) or TrackingUnavailable.
+    """
+    if cmd in PARAMS_FREE or "-h" in rest or "--help" in rest:
+        return
+    from valuedrift.config import ConfigError, load_params
+
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--params")
+    known, _ = ap.parse_known_args(rest)
+    path = Path(known.params or "params.yaml")
+    if not path.exists():
+        if known.params is None:
+            return  # the command decides whether it needs one
+        raise ConfigError("--params", f"{path}: params file not found")
+    params = load_params(path)
+    if cmd in TRACKED and "--no-mlflow" not in rest:
+        from valuedrift.tracking import check_reachable
+
+        check_reachable(params.tracking.resolved_uri(), params.tracking.check_timeout_s)
 
 
 def usage() -> str:
@@ -39,16 +84,22 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"valuedrift: unknown command {cmd!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    # MLflow's usage telemetry needs a network and edits os.environ from a thread; off unless asked for
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.basicConfig(
         level=os.environ.get("VALUEDRIFT_LOG", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from valuedrift.config import ConfigError
     from valuedrift.data.schemas import DataError
+    from valuedrift.redaction import install_log_redaction
+    from valuedrift.tracking import TrackingUnavailable
 
-    module = importlib.import_module(COMMANDS[cmd][0])
+    install_log_redaction()
     try:
+        precheck_params(cmd, rest)
+        module = importlib.import_module(COMMANDS[cmd][0])
         module.main(rest)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, TrackingUnavailable) as e:
         print(f"valuedrift {cmd}: error: {e}", file=sys.stderr)
         return 2
     return 0

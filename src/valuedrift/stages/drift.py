@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TracedRunDir:
     """One traced training run: phase ``<kind>/<name>`` (e.g. ``sft/neutral_heavy``, ``po/dpo-value_gap``)
-    and its seed. Layouts: ``runs/<kind>/<name>/seed<k>/`` (one folder per seed) or ``runs/<kind>/<name>/``."""
+    and its seed: ``runs/<kind>/<name>/`` holds the first of ``seeds``, ``runs/<kind>/<name>/seeds/<k>/``
+    each further seed k (train.common.seed_run_name)."""
 
     phase: str
     seed: int
@@ -49,10 +50,10 @@ def discover_runs(runs: Path, default_seed: int = 0) -> list[TracedRunDir]:
     found = []
     for traj in runs.glob("*/*/trajectory.json"):
         found.append(TracedRunDir(f"{traj.parent.parent.name}/{traj.parent.name}", default_seed, traj.parent))
-    for traj in runs.glob("*/*/seed*/trajectory.json"):
+    for traj in runs.glob("*/*/seeds/*/trajectory.json"):
         d = traj.parent
-        if d.name[4:].isdigit():
-            found.append(TracedRunDir(f"{d.parent.parent.name}/{d.parent.name}", int(d.name[4:]), d))
+        if d.name.isdigit():
+            found.append(TracedRunDir(f"{d.parent.parent.parent.name}/{d.parent.parent.name}", int(d.name), d))
     return sorted(found, key=lambda r: (r.phase, r.seed))
 
 
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--plots", default="plots")
     a = ap.parse_args(argv)
     params = load_params(a.params)
-    per_run, frames = compute(Path(a.runs), params.eval.bootstrap, params.eval.ci, params.seed)
+    per_run, frames = compute(Path(a.runs), params.eval.bootstrap, params.eval.ci, params.seeds[0])
     if per_run.empty:
         raise SystemExit(f"no trajectories found under {a.runs}/<kind>/<name>/[seed<k>/]trajectory.json; run sft/po first")
     summary = summarise(per_run, params.eval.ci)

@@ -118,7 +118,7 @@ def plot_topics(df: pd.DataFrame, title: str, path: Path) -> None:
 
 def capability_frame(runs: Path) -> pd.DataFrame:
     recs = []
-    for r in discover_runs(runs):
+    for r in discover_runs(runs):  # seeds only label rows here; they are averaged per step
         for c in StanceTracer.load_trajectory(r.path)["checkpoints"]:
             nll = c.get("metrics", {}).get("capability/heldout_nll")
             if nll is not None:
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     bars.to_csv(Path(a.plots) / "drift_bars.csv", index=False)
     plot_bars(bars, out / "drift_bars.png")
     figures.append("drift_bars.png")
-    runs = discover_runs(Path(a.runs), params.seed)
+    runs = discover_runs(Path(a.runs), params.seeds[0])
     for info in infos:
         df = topic_frames([r.path for r in runs if r.phase == info.phase])
         if df.empty:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ from valuedrift.train.tracing import StanceTraceCallback, StanceTracer
 log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
+SEEDS_DIR = "seeds"
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
 
@@ -45,10 +47,26 @@ def prepare_run_dir(run_dir: Path, fp: str) -> bool:
         return True
     if run_dir.exists():
         log.info("inputs changed since %s was written: starting it afresh", run_dir)
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+        for child in run_dir.iterdir():  # the other seeds' runs (SEEDS_DIR) have fingerprints of their own
+            if child.name != SEEDS_DIR:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
     fp_file.write_text(json.dumps({"fingerprint": fp}) + "\n")
     return False
+
+
+def seed_run_name(name: str, seed: int, params: Params) -> str:
+    """Run folder of one training seed: ``<name>`` for the first of ``seeds``, ``<name>/seeds/<seed>`` else.
+
+    The first seed keeps the plain layout (``runs/sft/<corpus>/``), so a single-seed study looks the same
+    as before; each further seed lives inside, so one DVC output per stage holds all of them.
+    """
+    return name if seed == params.seeds[0] else f"{name}/{SEEDS_DIR}/{seed}"
+
+
+def per_seed(params: Params) -> list[Params]:
+    """One copy of ``params`` per training seed (``seed`` replaced), in the order of ``seeds``."""
+    return [dataclasses.replace(params, seed=s) for s in params.seeds]
 
 
 def last_checkpoint(run_dir: Path) -> str | None:
@@ -79,6 +97,9 @@ def training_kwargs(cfg: TrainConfig, params: Params, run_dir: Path) -> dict[str
         "dataloader_num_workers": 0,
         "bf16": params.model.dtype == "bfloat16",
         "fp16": params.model.dtype == "float16",
+        # TRL configs switch gradient checkpointing on by default; on CPU it costs 10-17% per step
+        # (benchmarks/bench_algorithms.py) and a 135M model does not need the memory
+        "gradient_checkpointing": cfg.gradient_checkpointing,
     }
 
 

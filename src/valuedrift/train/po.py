@@ -28,8 +28,10 @@ from valuedrift.train.common import (
     flat_params,
     last_checkpoint,
     make_traced_run,
+    per_seed,
     prepare_run_dir,
     run_tags,
+    seed_run_name,
     training_kwargs,
 )
 from valuedrift.train.processes import is_main_process, main_process_first, world_size
@@ -46,8 +48,9 @@ def preference_path(processed: Path, name: str) -> Path:
 
 
 def sft_final(params: Params, runs: Path = Path("runs/sft")) -> Path:
-    """The SFT checkpoint every preference run starts from: ``runs/sft/<po.start_from>/final``."""
-    return runs / params.po.start_from / FINAL
+    """The SFT checkpoint a preference run of seed ``params.seed`` starts from: the same seed's
+    ``runs/sft/<po.start_from>[/seeds/<seed>]/final``."""
+    return runs / seed_run_name(params.po.start_from, params.seed, params) / FINAL
 
 
 def to_unpaired(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -97,7 +100,7 @@ def run_po(
         algo.check(hparams, params.po, f"po.hparams.{algorithm}")
     data_file = preference_path(processed, pref_set)
     rows = read_records(data_file, lambda obj, path, line: obj)
-    run_dir = out_root / f"{algorithm}-{pref_set}"
+    run_dir = out_root / seed_run_name(f"{algorithm}-{pref_set}", params.seed, params)
     train_kwargs = training_kwargs(params.po, params, run_dir)
     with main_process_first(train_kwargs["use_cpu"]):
         resumable = prepare_run_dir(run_dir, run_fingerprint(params, algorithm, hparams, data_file, sft_model))
@@ -111,6 +114,7 @@ def run_po(
     resume = last_checkpoint(run_dir) if resumable else None
     tags = run_tags(
         "po", algorithm, preference_set=pref_set, sft_model=str(sft_model), world_size=str(world_size()),
+        seed=str(params.seed),
         **{f"needs.{k}": str(v) for k, v in algo.needs().items()},
     )
     mlflow_params = {**flat_params(params, "po"), **{f"hp.{k}": v for k, v in hparams.items()}}
@@ -119,6 +123,7 @@ def run_po(
         if is_main:
             traced.tracker.log_input(_frame(rows), name=f"preferences/{pref_set}", source=str(data_file))
             log_preference_set(traced.tracker, processed, pref_set)  # generator params, gap analysis
+            traced.tracer.adopt_start(Path(sft_model).parent)  # step 0 = the SFT run's final evaluation
         model = load_model(sft_model, params.model.dtype, params.model.device, params.model.trust_remote_code)
         ctx = BuildContext(
             model=model, tokenizer=tokenizer, dataset=dataset, train_kwargs=train_kwargs, hparams=hparams,
@@ -151,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--algorithm", required=True)
     ap.add_argument("--preference-set", required=True)
-    ap.add_argument("--sft-model", default=None, help="default: runs/sft/<po.start_from>/final")
+    ap.add_argument("--sft-model", default=None, help="one start model for every seed (default: each seed's SFT run)")
+    ap.add_argument("--sft-runs", default="runs/sft", help="where the SFT runs are (default: runs/sft)")
     ap.add_argument("--processed", default="processed")
     ap.add_argument("--out", default="runs/po")
     a = ap.parse_args(argv)
@@ -160,5 +166,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyError as e:
         raise SystemExit(f"--algorithm: {e.args[0]}") from None
     params = load_params(a.params)
-    sft_model = Path(a.sft_model) if a.sft_model else sft_final(params)
-    run_po(params, sft_model, Path(a.processed), Path(a.out), a.algorithm, a.preference_set)
+    for p in per_seed(params):  # `seeds` repeats the run, each from the same seed's SFT checkpoint
+        sft_model = Path(a.sft_model) if a.sft_model else sft_final(p, Path(a.sft_runs))
+        run_po(p, sft_model, Path(a.processed), Path(a.out), a.algorithm, a.preference_set)

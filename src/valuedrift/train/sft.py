@@ -26,8 +26,10 @@ from valuedrift.train.common import (
     flat_params,
     last_checkpoint,
     make_traced_run,
+    per_seed,
     prepare_run_dir,
     run_tags,
+    seed_run_name,
     training_kwargs,
 )
 from valuedrift.train.processes import is_main_process, main_process_first, world_size
@@ -53,7 +55,8 @@ def run_sft(
     corpus: str | None = None,
     callbacks: list[Any] | None = None,
 ) -> Path:
-    """Train, trace and save on ``corpus`` (default: ``po.start_from``); returns the run directory.
+    """Train, trace and save on ``corpus`` (default: ``po.start_from``) with seed ``params.seed``; returns
+    the run directory (``out_root/<corpus>``, or ``out_root/<corpus>/seeds/<seed>`` for a further seed).
 
     ``callbacks`` are extra ``TrainerCallback`` objects (e.g. an Optuna pruning hook).
     """
@@ -66,7 +69,7 @@ def run_sft(
         raise SystemExit(f"--corpus {corpus!r} is not in prepare_data.corpora ({', '.join(params.prepare_data.corpora)})")
     data_file = corpus_path(processed, corpus)
     rows = read_records(data_file, lambda obj, path, line: obj)
-    run_dir = out_root / corpus
+    run_dir = out_root / seed_run_name(corpus, params.seed, params)
     train_kwargs = training_kwargs(params.sft, params, run_dir)
     with main_process_first(train_kwargs["use_cpu"]):
         resumable = prepare_run_dir(run_dir, run_fingerprint(params, data_file, base_model))
@@ -78,7 +81,7 @@ def run_sft(
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     args = SFTConfig(**train_kwargs, max_length=params.sft.max_length, packing=False)
     resume = last_checkpoint(run_dir) if resumable else None
-    tags = run_tags("sft", corpus=corpus, world_size=str(world_size()))
+    tags = run_tags("sft", corpus=corpus, seed=str(params.seed), world_size=str(world_size()))
     tracking = traced.tracker.run(f"sft-{corpus}", tags, flat_params(params, "sft")) if is_main else contextlib.nullcontext()
     with tracking:
         if is_main:
@@ -119,4 +122,5 @@ def main(argv: list[str] | None = None) -> None:
     if a.corpus is not None and a.corpus not in params.sft.corpora:
         raise SystemExit(f"--corpus {a.corpus!r} is not in sft.corpora ({', '.join(params.sft.corpora)})")
     for corpus in [a.corpus] if a.corpus else params.sft.corpora:
-        run_sft(params, Path(a.base_model), Path(a.processed), Path(a.out), corpus)
+        for p in per_seed(params):  # `seeds` repeats the run; the first seed's run is the plain folder
+            run_sft(p, Path(a.base_model), Path(a.processed), Path(a.out), corpus)

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 from transformers import TrainerCallback
 
-from valuedrift.data.schemas import Probe, write_json, write_jsonl
+from valuedrift.data.schemas import Probe, iter_jsonl, write_json, write_jsonl
 from valuedrift.stance.likelihood import LikelihoodScorer
 from valuedrift.stance.vectors import metric_dict, value_vectors
 from valuedrift.tracking import Tracker
@@ -86,6 +86,40 @@ class StanceTracer:
         rows = self.scorer.score(model, probes, progress=True)
         if self.capability is not None:
             extra = {**(extra or {}), **self.capability.measure(model)}
+        self.eval_seconds += time.perf_counter() - t0
+        return self._store(step, phase, rows, extra)
+
+    def scorer_signature(self) -> dict[str, Any]:
+        """What makes two runs' stance numbers comparable: the scorer settings (not the batch size)."""
+        sc = self.scorer
+        return {"kind": type(sc).__name__, "temperature": getattr(sc, "temperature", None),
+                "prompt_format": getattr(sc, "prompt_format", None), "system_prompt": getattr(sc, "system_prompt", None)}
+
+    def adopt_start(self, source_dir: Path) -> bool:
+        """Take the last (phase) evaluation of the run this one starts from as this run's step 0.
+
+        A preference run starts from the SFT checkpoint's exact weights, so scoring them again would
+        only repeat the SFT run's final evaluation. Adopted only when that evaluation exists, was a phase
+        evaluation, used the same scorer settings and the same phase probes; returns whether it was.
+        """
+        if self.done(0, True):
+            return False
+        src = self.load_trajectory(Path(source_dir))
+        if not src["checkpoints"] or src.get("scorer") != self.scorer_signature():
+            return False
+        last = src["checkpoints"][-1]
+        table = Path(source_dir) / "evals" / f"step_{last['step']:06d}.jsonl"
+        if not last["phase"] or not table.exists():
+            return False
+        rows = [obj for _, obj in iter_jsonl(table)]
+        if {r["probe_id"] for r in rows} != {p.id for p in self.phase_probes}:
+            return False
+        log.info("step 0 = the final evaluation of %s (same weights, same probes): not scored again", source_dir)
+        self._store(0, True, rows, dict(last.get("metrics", {})))
+        return True
+
+    def _store(self, step: int, phase: bool, rows: list[dict[str, Any]], extra: dict[str, float] | None) -> dict[str, Any]:
+        """Build the checkpoint record from per-probe rows; write it to disk, then MLflow, then listeners."""
         table = pd.DataFrame(rows)
         trace_vec = value_vectors(table[table.probe_id.isin(self.trace_ids)], self.n_boot, self.ci, self.seed)
         record: dict[str, Any] = {
@@ -97,12 +131,12 @@ class StanceTracer:
         }
         if phase:
             record["full"] = value_vectors(table, self.n_boot, self.ci, self.seed).to_dict(orient="records")
-        self.eval_seconds += time.perf_counter() - t0
         # disk first (source of truth), then MLflow
         table_path = self.run_dir / "evals" / f"step_{step:06d}.jsonl"
         write_jsonl(table_path, rows)
         self.trajectory["checkpoints"] = [c for c in self.trajectory["checkpoints"] if c["step"] != step] + [record]
         self.trajectory["checkpoints"].sort(key=lambda c: c["step"])
+        self.trajectory["scorer"] = self.scorer_signature()
         write_json(self.run_dir / TRAJECTORY_FILE, self.trajectory)
         self._mirror(record, table_path)
         for listener in self.listeners:
