@@ -39,6 +39,9 @@ run: data
 sweep: data   # the Optuna study (sweeps/dvc.yaml), after `make run`
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro sweeps/dvc.yaml
 
+full-study: data   # the paper-shaped study (profiles/full_study.yaml) as a DVC experiment: hours on 2 CPU cores
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run $$($(BIN)/valuedrift profile profiles/full_study.yaml)
+
 test: data judge-env
 	VALUEDRIFT_JUDGE_PYTHON="$(abspath $(JUDGE_VENV))/bin/python" PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 

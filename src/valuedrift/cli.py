@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("valuedrift.stages.eval", "stances of any checkpoint on the likelihood or paper route"),
     "judge-eval": ("valuedrift.stages.judge_eval", "judge accuracy on the labelled set + agreement with the likelihood route"),
     "sweep": ("valuedrift.stages.tune", "Optuna sweep over algorithm hyperparameters, traced to drift (tune stage)"),
+    "profile": ("valuedrift.stages.profile", "print `dvc exp run -S` overrides for a params profile"),
     "check-params": ("valuedrift.stages.check_params", "validate params.yaml and exit"),
     "relog": ("valuedrift.stages.relog", "re-send a run directory's results to MLflow (after a server outage)"),
     "tracking-server": ("valuedrift.stages.tracking_server", "a local MLflow server on 127.0.0.1"),
