@@ -171,7 +171,7 @@ class PaperRouteConfig:
     top_p: float = 1.0
     max_new_tokens: int = 256
     batch_size: int = 8
-    probes_per_topic: int = 2
+    probes_per_topic: int = 1
     judge: str = "smollm2"
 
     def validate(self, key: str) -> None:

@@ -12,12 +12,14 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from valuedrift.config import load_params
+from valuedrift.config import ConfigError, load_params
 from valuedrift.data.bank import load_bank, load_general
+from valuedrift.data.consistency import check_bank_questions
 from valuedrift.data.corpora import build_sft_corpus
 from valuedrift.data.leaks import assert_no_leaks
 from valuedrift.data.probes import QUESTIONS_FILE, load_probe_bank, load_questions
 from valuedrift.data.schemas import write_json, write_jsonl
+from valuedrift.stance.capability import heldout_general_ids
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +35,17 @@ def main(argv: list[str] | None = None) -> None:
     # validate everything before writing anything
     questions = load_questions(data / QUESTIONS_FILE)
     probes = load_probe_bank(data)
+    check_bank_questions(data, questions)  # bank rows: existing dev questions of the file's topic
     bank = load_bank(data)
     general = load_general(data)
+    held_out = heldout_general_ids(general, params.eval.capability_rows, params.seed)
+    general = [g for g in general if g["id"] not in held_out]  # reserved for the capability probe
     corpora = {}
     for i, (name, mix) in enumerate(sorted(params.prepare_data.corpora.items())):
-        rows = build_sft_corpus(mix, questions, bank, general, params.seed + i)
+        try:
+            rows = build_sft_corpus(mix, questions, bank, general, params.seed + i)
+        except ValueError as e:  # the corpus asks for more than the data holds
+            raise ConfigError(f"prepare_data.corpora.{name}", str(e)) from e
         assert_no_leaks(rows, questions, f"corpus {name}")
         corpora[name] = rows
     summary = {"probes": len(probes), "bank_questions": len(bank.question_ids()), "corpora": {}}

@@ -4,6 +4,10 @@ v_t(T) = (1/|T|) Σ_{p∈T} q_t(p)   for each topic T, and "all" = mean over eve
 
 The (1−α) CI of each component is the percentile interval of the mean over B seeded bootstrap
 resamples of the probes in T.
+
+Paper route: rows are per *sample* (a ``sample`` column, K rows per probe, q(p) = mean_k p_J(·|p, y_k)).
+Then the bootstrap is two-stage: each resample draws |T| probes with replacement and, within each drawn
+probe, K of its samples with replacement, so the CI covers probe and sampling variance together.
 """
 
 from __future__ import annotations
@@ -33,12 +37,52 @@ def bootstrap_mean_ci(values: np.ndarray, n_boot: int, ci: float, seed: int) -> 
     return mean, lo, hi
 
 
+def nested_bootstrap_mean_ci(
+    values: np.ndarray, n_boot: int, ci: float, seed: int, chunk: int = 100
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over probes and samples of ``values`` (n_probes, K, k) with a two-stage percentile bootstrap CI:
+    resample probes with replacement, then samples with replacement within each resampled probe."""
+    values = np.asarray(values, dtype=np.float64)
+    n, kk = values.shape[:2]
+    mean = values.mean(axis=(0, 1))
+    if n * kk < 2:
+        return mean, mean.copy(), mean.copy()
+    rng = np.random.default_rng(seed)
+    boots = []
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        ip = rng.integers(0, n, size=(b, n))
+        ik = rng.integers(0, kk, size=(b, n, kk))
+        boots.append(values[ip[..., None], ik].mean(axis=(1, 2)))
+    alpha = (1 - ci) / 2
+    lo, hi = np.quantile(np.concatenate(boots), [alpha, 1 - alpha], axis=0)
+    return mean, lo, hi
+
+
+def samples_array(g: pd.DataFrame) -> np.ndarray:
+    """Per-sample rows (probe_id, sample, stances) → array (n_probes, K, 3); every probe needs the same K."""
+    counts = g.groupby("probe_id").size()
+    if counts.nunique() != 1:
+        raise ValueError(f"every probe needs the same number of samples, got {sorted(counts.unique())}")
+    g = g.sort_values(["probe_id", "sample"])
+    return g[list(STANCES)].to_numpy(dtype=np.float64).reshape(len(counts), int(counts.iloc[0]), len(STANCES))
+
+
+def _group_ci(g: pd.DataFrame, n_boot: int, ci: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(mean, lo, hi, number of probes): nested bootstrap for per-sample rows, probe bootstrap otherwise."""
+    if "sample" in g.columns:
+        arr = samples_array(g)
+        return (*nested_bootstrap_mean_ci(arr, n_boot, ci, seed), arr.shape[0])
+    return (*bootstrap_mean_ci(g[list(STANCES)].to_numpy(), n_boot, ci, seed), len(g))
+
+
 def value_vectors(
     rows: Iterable[dict[str, Any]] | pd.DataFrame, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
 ) -> pd.DataFrame:
     """Per-probe rows (probe_id, topic, split, support, neutral, oppose) -> one row per (split, topic).
 
-    Columns: split, topic, n, and for each stance s: s, s_lo, s_hi. Topic "all" pools the split; split
+    Columns: split, topic, n (probes), and for each stance s: s, s_lo, s_hi. Rows with a ``sample`` column
+    (paper route, K per probe) get the two-stage bootstrap. Topic "all" pools the split; split
     "all" pools the splits (so religion, which has questions in both, gets one overall vector too).
     """
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
@@ -47,8 +91,8 @@ def value_vectors(
     for split, sdf in by_split:
         groups = [(t, g) for t, g in sdf.groupby("topic", sort=True)] + [(ALL, sdf)]
         for k, (topic, g) in enumerate(groups):
-            mean, lo, hi = bootstrap_mean_ci(g[list(STANCES)].to_numpy(), n_boot, ci, seed + k)
-            rec: dict[str, Any] = {"split": split, "topic": topic, "n": len(g)}
+            mean, lo, hi, n = _group_ci(g, n_boot, ci, seed + k)
+            rec: dict[str, Any] = {"split": split, "topic": topic, "n": n}
             for j, s in enumerate(STANCES):
                 rec[s], rec[f"{s}_lo"], rec[f"{s}_hi"] = float(mean[j]), float(lo[j]), float(hi[j])
             out.append(rec)
