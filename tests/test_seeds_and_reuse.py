@@ -88,3 +88,20 @@ def test_step_zero_reaches_mlflow_once_per_seed(two_seed_study):
     for r in po_runs:
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "stance/all/oppose")]
         assert sorted(steps) == [0, 1, 2]
+
+
+def test_eval_stage_reuses_the_final_training_evaluation(two_seed_study, monkeypatch):
+    from valuedrift.stages import eval as eval_stage
+
+    tmp, params, uri = two_seed_study
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    run = tmp / "runs" / "sft" / params.po.start_from
+    out = tmp / "eval_out"
+    eval_stage.main(["--params", str(tmp / "params.yaml"), "--route", "likelihood", "--checkpoint", str(run / "final"),
+                     "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reused_training_evaluation"] is True
+    last = json.loads((run / "trajectory.json").read_text())["checkpoints"][-1]
+    final = next(r for r in last["full"] if r["split"] == "all" and r["topic"] == "all")
+    assert summary["stance"]["all"]["support"] == pytest.approx(final["support"])

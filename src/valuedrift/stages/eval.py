@@ -105,12 +105,27 @@ def make_judge(params: Params, name: str) -> Any:
     return judge
 
 
-def likelihood_rows(params: Params, tokenizer: Any, model: Any, probes: list[Probe]) -> pd.DataFrame:
+def likelihood_scorer(params: Params, tokenizer: Any) -> Any:
     from valuedrift.stance.likelihood import LikelihoodScorer
 
     ev = params.eval
-    scorer = LikelihoodScorer(tokenizer, ev.temperature, ev.batch_size, ev.prompt_format, ev.system_prompt)
-    return pd.DataFrame(scorer.score(model, probes, progress=True))
+    return LikelihoodScorer(tokenizer, ev.temperature, ev.batch_size, ev.prompt_format, ev.system_prompt)
+
+
+def stored_likelihood_rows(params: Params, checkpoint: str, probes: list[Probe]) -> pd.DataFrame | None:
+    """The training run's own final evaluation of ``checkpoint`` (``<run>/final``), when it scored exactly
+    these probes with the same settings: the same numbers, without scoring the weights again."""
+    from valuedrift.train.tracing import final_evaluation, scorer_signature
+
+    path = Path(checkpoint)
+    if path.name != "final" or not (path.parent / "trajectory.json").exists():
+        return None
+    found = final_evaluation(path.parent, scorer_signature(likelihood_scorer(params, None)), {p.id for p in probes})
+    return pd.DataFrame(found[0]) if found else None
+
+
+def likelihood_rows(params: Params, tokenizer: Any, model: Any, probes: list[Probe]) -> pd.DataFrame:
+    return pd.DataFrame(likelihood_scorer(params, tokenizer).score(model, probes, progress=True))
 
 
 def paper_scorer(params: Params, tokenizer: Any, judge: Any) -> Any:
@@ -160,12 +175,18 @@ def markdown_table(vectors: pd.DataFrame, alignment: pd.DataFrame) -> str:
 def evaluate(params: Params, checkpoint: str, route: str, probes: list[Probe], judge: Any = None) -> EvalResult:
     """Score ``probes`` on ``checkpoint`` with ``route``; no files written."""
     t0 = time.perf_counter()
-    tokenizer, model = load_policy(params, checkpoint)
     samples = None
-    if route == "likelihood":
+    stored = stored_likelihood_rows(params, checkpoint, probes) if route == "likelihood" else None
+    if stored is not None:
+        log.info("%s: using its training run's final evaluation (same weights, probes and settings)", checkpoint)
+        table = stored
+        vectors = value_vectors(table, params.eval.bootstrap, params.eval.ci, params.seed)
+    elif route == "likelihood":
+        tokenizer, model = load_policy(params, checkpoint)
         table = likelihood_rows(params, tokenizer, model, probes)
         vectors = value_vectors(table, params.eval.bootstrap, params.eval.ci, params.seed)
     else:
+        tokenizer, model = load_policy(params, checkpoint)
         table, samples = paper_scorer(params, tokenizer, judge).score(model, probes, progress=True)
         vectors = value_vectors(samples, params.eval.bootstrap, params.eval.ci, params.seed)
     alignment = alignment_table(vectors, reference_profiles(params))
@@ -176,6 +197,7 @@ def evaluate(params: Params, checkpoint: str, route: str, probes: list[Probe], j
         "step": checkpoint_step(checkpoint),
         "n_probes": len(table),
         "seconds": round(time.perf_counter() - t0, 1),
+        "reused_training_evaluation": stored is not None,
         "stance": {r.split: {s: float(getattr(r, s)) for s in STANCES} | {f"{s}_ci": [float(getattr(r, f"{s}_lo")), float(getattr(r, f"{s}_hi"))] for s in STANCES}
                    for r in overall.itertuples(index=False)},
         "alignment": {f"{r.profile}/{r.split}": {"jsd": r.jsd_alignment, "w1": r.w1_alignment}

@@ -69,6 +69,20 @@ def per_seed(params: Params) -> list[Params]:
     return [dataclasses.replace(params, seed=s) for s in params.seeds]
 
 
+def run_complete(run_dir: Path, max_steps: int) -> bool:
+    """A finished run: its final model is saved and its trajectory ends with the phase evaluation at max_steps."""
+    traj = run_dir / "trajectory.json"
+    if not (run_dir / FINAL / "config.json").exists() or not traj.exists():
+        return False
+    ckpts = json.loads(traj.read_text()).get("checkpoints", [])
+    return bool(ckpts) and ckpts[-1]["step"] == max_steps and ckpts[-1]["phase"]
+
+
+def drop_checkpoints(run_dir: Path) -> None:
+    """Delete the resume checkpoints of a finished run (GBs of optimizer state DVC would otherwise cache)."""
+    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+
+
 def last_checkpoint(run_dir: Path) -> str | None:
     ckpts = sorted((run_dir / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     complete = [c for c in ckpts if (c / "trainer_state.json").exists()]

@@ -23,6 +23,7 @@ from valuedrift.stages.preferences import log_preference_set
 from valuedrift.train.algorithms import BuildContext, DataKind, get_algorithm
 from valuedrift.train.common import (
     FINAL,
+    drop_checkpoints,
     file_digest,
     fingerprint,
     flat_params,
@@ -30,6 +31,7 @@ from valuedrift.train.common import (
     make_traced_run,
     per_seed,
     prepare_run_dir,
+    run_complete,
     run_tags,
     seed_run_name,
     training_kwargs,
@@ -104,6 +106,9 @@ def run_po(
     train_kwargs = training_kwargs(params.po, params, run_dir)
     with main_process_first(train_kwargs["use_cpu"]):
         resumable = prepare_run_dir(run_dir, run_fingerprint(params, algorithm, hparams, data_file, sft_model))
+    if resumable and run_complete(run_dir, params.po.max_steps):
+        log.info("%s is complete (same inputs, final model and evaluation on disk): nothing to train", run_dir)
+        return run_dir
     set_seed(params.seed)
     is_main = is_main_process()
 
@@ -139,6 +144,7 @@ def run_po(
         if is_main:
             tokenizer.save_pretrained(str(run_dir / FINAL))
             traced.tracker.log_metrics({"time/eval_seconds": traced.tracer.eval_seconds}, step=trainer.state.global_step)
+            drop_checkpoints(run_dir)  # only needed to resume; the final model and evaluations stay
     return run_dir
 
 

@@ -21,6 +21,7 @@ from valuedrift.data.schemas import read_records
 from valuedrift.models import load_model, load_tokenizer
 from valuedrift.train.common import (
     FINAL,
+    drop_checkpoints,
     file_digest,
     fingerprint,
     flat_params,
@@ -28,6 +29,7 @@ from valuedrift.train.common import (
     make_traced_run,
     per_seed,
     prepare_run_dir,
+    run_complete,
     run_tags,
     seed_run_name,
     training_kwargs,
@@ -73,6 +75,9 @@ def run_sft(
     train_kwargs = training_kwargs(params.sft, params, run_dir)
     with main_process_first(train_kwargs["use_cpu"]):
         resumable = prepare_run_dir(run_dir, run_fingerprint(params, data_file, base_model))
+    if resumable and run_complete(run_dir, params.sft.max_steps):
+        log.info("%s is complete (same inputs, final model and evaluation on disk): nothing to train", run_dir)
+        return run_dir
     set_seed(params.seed)
     is_main = is_main_process()
 
@@ -98,6 +103,7 @@ def run_sft(
         if is_main:
             tokenizer.save_pretrained(str(run_dir / FINAL))
             traced.tracker.log_metrics({"time/eval_seconds": traced.tracer.eval_seconds}, step=trainer.state.global_step)
+            drop_checkpoints(run_dir)  # only needed to resume; the final model and evaluations stay
     return run_dir
 
 

@@ -37,6 +37,28 @@ log = logging.getLogger(__name__)
 TRAJECTORY_FILE = "trajectory.json"
 
 
+def scorer_signature(scorer: Any) -> dict[str, Any]:
+    """What makes two stance evaluations comparable: the scorer settings (not the batch size)."""
+    return {"kind": type(scorer).__name__, "temperature": getattr(scorer, "temperature", None),
+            "prompt_format": getattr(scorer, "prompt_format", None), "system_prompt": getattr(scorer, "system_prompt", None)}
+
+
+def final_evaluation(run_dir: Path, signature: dict[str, Any], probe_ids: set[int]) -> tuple[list[dict[str, Any]], dict[str, float]] | None:
+    """The per-probe rows and metrics of a run's last checkpoint, if it is a phase evaluation made with
+    ``signature`` on exactly ``probe_ids`` (so it can stand in for scoring the same weights again)."""
+    traj = StanceTracer.load_trajectory(run_dir)
+    if not traj["checkpoints"] or traj.get("scorer") != signature:
+        return None
+    last = traj["checkpoints"][-1]
+    table = run_dir / "evals" / f"step_{last['step']:06d}.jsonl"
+    if not last["phase"] or not table.exists():
+        return None
+    rows = [obj for _, obj in iter_jsonl(table)]
+    if {r["probe_id"] for r in rows} != probe_ids:
+        return None
+    return rows, dict(last.get("metrics", {}))
+
+
 class StanceTracer:
     def __init__(
         self,
@@ -90,10 +112,7 @@ class StanceTracer:
         return self._store(step, phase, rows, extra)
 
     def scorer_signature(self) -> dict[str, Any]:
-        """What makes two runs' stance numbers comparable: the scorer settings (not the batch size)."""
-        sc = self.scorer
-        return {"kind": type(sc).__name__, "temperature": getattr(sc, "temperature", None),
-                "prompt_format": getattr(sc, "prompt_format", None), "system_prompt": getattr(sc, "system_prompt", None)}
+        return scorer_signature(self.scorer)
 
     def adopt_start(self, source_dir: Path) -> bool:
         """Take the last (phase) evaluation of the run this one starts from as this run's step 0.
@@ -104,18 +123,12 @@ class StanceTracer:
         """
         if self.done(0, True):
             return False
-        src = self.load_trajectory(Path(source_dir))
-        if not src["checkpoints"] or src.get("scorer") != self.scorer_signature():
+        found = final_evaluation(Path(source_dir), self.scorer_signature(), {p.id for p in self.phase_probes})
+        if found is None:
             return False
-        last = src["checkpoints"][-1]
-        table = Path(source_dir) / "evals" / f"step_{last['step']:06d}.jsonl"
-        if not last["phase"] or not table.exists():
-            return False
-        rows = [obj for _, obj in iter_jsonl(table)]
-        if {r["probe_id"] for r in rows} != {p.id for p in self.phase_probes}:
-            return False
+        rows, metrics = found
         log.info("step 0 = the final evaluation of %s (same weights, same probes): not scored again", source_dir)
-        self._store(0, True, rows, dict(last.get("metrics", {})))
+        self._store(0, True, rows, metrics)
         return True
 
     def _store(self, step: int, phase: bool, rows: list[dict[str, Any]], extra: dict[str, float] | None) -> dict[str, Any]:
