@@ -34,13 +34,17 @@ TRAIN_PREFIX = "train/"  # as logged live by train.tracing.TrainLogCallback
 
 
 def trainer_history(run_dir: Path) -> dict[int, dict[str, float]]:
-    """``train/<name>`` metrics per step from the last complete checkpoint's ``trainer_state.json``."""
-    from valuedrift.train.common import last_checkpoint
+    """``train/<name>`` metrics per step: from ``train_log.json`` of a finished run (its checkpoints are
+    dropped), else from the last complete checkpoint's ``trainer_state.json``."""
+    from valuedrift.train.common import TRAIN_LOG, last_checkpoint
 
     ckpt = last_checkpoint(run_dir)
-    if ckpt is None:
+    if (run_dir / TRAIN_LOG).exists():
+        state_file = run_dir / TRAIN_LOG
+    elif ckpt is not None:
+        state_file = Path(ckpt) / "trainer_state.json"
+    else:
         return {}
-    state_file = Path(ckpt) / "trainer_state.json"
     try:
         history = json.loads(state_file.read_text())["log_history"]
     except (json.JSONDecodeError, KeyError) as e:

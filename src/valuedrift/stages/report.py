@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
         figures.append("capability.png")
     tags = provenance_tags()
     (out / "report.md").write_text(render(params, summary, infos, cap, figures, tags))
-    tracker = Tracker(params.tracking, Path(a.runs) / "report")
+    # the report's MLflow run id lives outside runs/ (a dependency of drift) and outside reports/ (in git)
+    tracker = Tracker(params.tracking, Path(".valuedrift") / "report")
     with tracker.run("report", {**tags, "stage": "report", "algorithm": "report"}):
         for f in ["report.md", *figures]:
             tracker.log_artifact(out / f, "report")

@@ -14,6 +14,7 @@ from typing import Any
 from valuedrift.config import Params, TrainConfig, to_dict
 from valuedrift.data.bank import load_general
 from valuedrift.data.probes import load_probe_bank, select_probes
+from valuedrift.data.schemas import write_json
 from valuedrift.models import pick_device
 from valuedrift.stance.capability import CapabilityProbe, heldout_general_ids
 from valuedrift.stance.likelihood import LikelihoodScorer
@@ -78,15 +79,28 @@ def run_complete(run_dir: Path, max_steps: int) -> bool:
     return bool(ckpts) and ckpts[-1]["step"] == max_steps and ckpts[-1]["phase"]
 
 
-def drop_checkpoints(run_dir: Path) -> None:
-    """Delete the resume checkpoints of a finished run (GBs of optimizer state DVC would otherwise cache)."""
+TRAIN_LOG = "train_log.json"
+
+
+def drop_checkpoints(run_dir: Path, log_history: list[dict[str, Any]]) -> None:
+    """Delete the resume checkpoints of a finished run (GBs of optimizer state DVC would otherwise cache),
+    keeping the trainer's log history in ``train_log.json`` (what ``valuedrift relog`` re-sends)."""
+    write_json(run_dir / TRAIN_LOG, {"log_history": log_history})
     shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
 
 
 def last_checkpoint(run_dir: Path) -> str | None:
     ckpts = sorted((run_dir / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    complete = [c for c in ckpts if (c / "trainer_state.json").exists()]
+    complete = [c for c in ckpts if _readable_state(c / "trainer_state.json")]
     return str(complete[-1]) if complete else None
+
+
+def _readable_state(path: Path) -> bool:
+    """A checkpoint counts only if its trainer state is complete JSON (a kill can leave it half-written)."""
+    try:
+        return isinstance(json.loads(path.read_text()), dict)
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def training_kwargs(cfg: TrainConfig, params: Params, run_dir: Path) -> dict[str, Any]:

@@ -103,7 +103,7 @@ def run_sft(
         if is_main:
             tokenizer.save_pretrained(str(run_dir / FINAL))
             traced.tracker.log_metrics({"time/eval_seconds": traced.tracer.eval_seconds}, step=trainer.state.global_step)
-            drop_checkpoints(run_dir)  # only needed to resume; the final model and evaluations stay
+            drop_checkpoints(run_dir, trainer.state.log_history)  # only needed to resume; the final model and evaluations stay
     return run_dir
 
 
