@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 JUDGE_VENV ?= .venv-judge
 LLAMA_CPP  ?= llama-cpp-python[server]==0.3.36
 
-.PHONY: run test env judge-env data lint clean-runs
+.PHONY: run test sweep full-study env judge-env data lint clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

@@ -70,6 +70,17 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bundled_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled SmolLM2 as a HF folder: models/base if `dvc repro` made it, else exported once here
+    (≈ 30 s), so the integration tests run on a fresh clone too instead of skipping."""
+    if (BUNDLED_BASE / "config.json").exists():
+        return BUNDLED_BASE
+    from valuedrift.models import export_bundled
+
+    return export_bundled("smollm2-135m-instruct", tmp_path_factory.mktemp("bundled") / "base")
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 

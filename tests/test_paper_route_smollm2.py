@@ -11,18 +11,16 @@ from valuedrift.stance.judges import HFJudge, load_template
 from valuedrift.stance.paper_route import PaperRouteScorer
 from valuedrift.stance.vectors import value_vectors
 
-from .conftest import BUNDLED_BASE, DATA, ROOT
+from .conftest import DATA, ROOT
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    if not (BUNDLED_BASE / "config.json").exists():
-        pytest.skip("models/base not prepared (run `valuedrift prepare-model`)")
+def smollm2(bundled_base):
     from valuedrift.models import load_model, load_tokenizer
 
-    return load_tokenizer(BUNDLED_BASE), load_model(BUNDLED_BASE, device="cpu")
+    return load_tokenizer(bundled_base), load_model(bundled_base, device="cpu")
 
 
 def test_paper_route_on_smollm2(smollm2):

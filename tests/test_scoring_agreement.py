@@ -24,7 +24,7 @@ from valuedrift.stance.likelihood import (
 )
 from valuedrift.stance.prefix_tree import pack_prefix_tree
 
-from .conftest import BUNDLED_BASE, DATA
+from .conftest import DATA
 
 TOL = 1e-4  # nats, on a sum of log-probs, fp32
 
@@ -164,9 +164,8 @@ def test_shared_prefix_leaves_one_context_token() -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not (BUNDLED_BASE / "config.json").exists(), reason="bundled model not exported (dvc repro prepare_model)")
-def test_bundled_model_fast_scorer_agrees_with_naive() -> None:
-    model, tok = load_model(BUNDLED_BASE, device="cpu"), load_tokenizer(BUNDLED_BASE)
+def test_bundled_model_fast_scorer_agrees_with_naive(bundled_base) -> None:
+    model, tok = load_model(bundled_base, device="cpu"), load_tokenizer(bundled_base)
     reqs = build_requests(tok, load_probe_bank(DATA)[:3])
     likelihood._CHECKED.pop(likelihood._support_key(model), None)
     with torch.inference_mode():
