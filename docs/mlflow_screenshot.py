@@ -45,7 +45,8 @@ def main() -> None:
     uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
     client = mlflow.tracking.MlflowClient(uri)
     exp = client.get_experiment_by_name("valuedrift")
-    runs = client.search_runs([exp.experiment_id], "tags.stage = 'sft' or tags.stage = 'po'", order_by=["start_time DESC"])
+    runs = [r for r in client.search_runs([exp.experiment_id], order_by=["start_time DESC"])
+            if r.data.tags.get("stage") in ("sft", "po")]
     pid = runs[0].data.tags["pipeline_id"]
     ids = [r.info.run_id for r in runs if r.data.tags.get("pipeline_id") == pid]
     port = free_port()

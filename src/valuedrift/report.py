@@ -87,11 +87,16 @@ def drift_table(summary: pd.DataFrame, infos: list[PhaseInfo], splits: tuple[str
             for s in STANCES:
                 rec[f"Δ{s}"] = fmt_ci(r.at[s, "magnitude"], r.at[s, "ci_lo"], r.at[s, "ci_hi"])
             for s in STANCES:
-                rec[f"time {s}"] = f"{r.at[s, 'drift_time']:.2f}"
+                rec[f"time {s}"] = f"{r.at[s, 'drift_time']:.2f}" if _time_resolved(r, s) else "n/r"
             rec["seeds"] = int(r.n_seeds.max())
             rec["probes"] = int(r.n_probes.max())
             out.append(rec)
     return pd.DataFrame(out)
+
+
+def _time_resolved(r: pd.DataFrame, stance: str) -> bool:
+    """Drift time is meaningful only where the trace probes resolve the drift (in most seeds)."""
+    return "time_resolved_share" in r and float(r.at[stance, "time_resolved_share"]) >= 0.5
 
 
 def _excludes_zero(r: pd.DataFrame, stance: str) -> bool:
@@ -126,7 +131,8 @@ def verdict_sft(summary: pd.DataFrame, infos: list[PhaseInfo], majority: dict[st
         "1. SFT establishes values, fast, and the SFT data decides which way",
         "most drift in the first ~10% of SFT steps; WildChat-like (neutral-heavy) data → neutral, "
         "Alpaca-like (support-heavy) → support",
-        rule=f"per corpus: the largest-|M| stance's CI excludes 0 and its drift time ≤ {FAST_DRIFT_TIME}; the corpus's "
+        rule=f"per corpus: the largest-|M| stance's CI excludes 0, the trace probes resolve its drift and its drift time ≤ "
+        f"{FAST_DRIFT_TIME}; the corpus's "
         "majority stance gains the most, with a CI above 0; SFT's largest |M| exceeds every style-only preference run's",
     )
     checks = []
@@ -138,11 +144,14 @@ def verdict_sft(summary: pd.DataFrame, infos: list[PhaseInfo], majority: dict[st
         gains = {st: float(r.at[st, "magnitude"]) for st in STANCES}
         top = max(gains, key=gains.get)
         real = _excludes_zero(r, s)  # a drift time means nothing for a drift inside the noise
-        fast = real and t <= FAST_DRIFT_TIME
+        resolved = _time_resolved(r, s)
+        fast = real and resolved and t <= FAST_DRIFT_TIME
         direction = top == majority.get(info.name) and float(r.at[top, "ci_lo"]) > 0
         checks += [fast, direction]
         line = (f"{info.label}: largest drift {s} {fmt_ci(m, r.at[s, 'ci_lo'], r.at[s, 'ci_hi'])}"
-                f"{'' if real else ' (CI includes 0)'} at drift time {t:.2f} ({'fast' if fast else 'not fast'}); "
+                f"{'' if real else ' (CI includes 0)'}; drift time "
+                f"{f'{t:.2f}' if resolved else 'not resolved (the trace probes CI at the extreme checkpoint contains the start)'}"
+                f" ({'fast' if fast else 'speed not shown'}); "
                 f"largest gain {top} {fmt_ci(gains[top], r.at[top, 'ci_lo'], r.at[top, 'ci_hi'])} vs the corpus's "
                 f"majority stance {majority.get(info.name)}")
         if style_max:

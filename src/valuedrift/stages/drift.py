@@ -104,8 +104,14 @@ def time_rows(checkpoints: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (split, topic), g in traj.groupby(["split", "topic"]):
         g = g.sort_values("step")
         for s in STANCES:
-            t = drift_time(g.step.to_numpy(), g[s].to_numpy(), g[f"{s}_lo"].to_numpy(), g[f"{s}_hi"].to_numpy())
-            rows.append({"split": split, "topic": topic, "stance": s, "drift_time": t, "n_checkpoints": len(g)})
+            v, lo, hi = g[s].to_numpy(), g[f"{s}_lo"].to_numpy(), g[f"{s}_hi"].to_numpy()
+            t = drift_time(g.step.to_numpy(), v, lo, hi)
+            e = int(abs(v - v[0]).argmax())
+            # resolved: the start lies outside the extreme checkpoint's CI, so the drift is visible on the
+            # trace probes; otherwise drift time is 0 by definition and says nothing about speed
+            resolved = bool(v[0] < lo[e] or v[0] > hi[e])
+            rows.append({"split": split, "topic": topic, "stance": s, "drift_time": t, "time_resolved": resolved,
+                         "n_checkpoints": len(g)})
     return rows
 
 
@@ -173,7 +179,8 @@ def summarise(per_run: pd.DataFrame, ci: float) -> pd.DataFrame:
                        v0=float(g.v0.mean()), v1=float(g.v1.mean()), n_probes=int(g.n_probes.iloc[0]))
         if "drift_time" in g:
             t, tlo, thi, _ = across_seeds(g.drift_time.tolist(), ci)
-            rec.update(drift_time=t, drift_time_lo=tlo, drift_time_hi=thi)
+            rec.update(drift_time=t, drift_time_lo=tlo, drift_time_hi=thi,
+                       time_resolved_share=float(g.time_resolved.astype(float).mean()))
         out.append(rec)
     return pd.DataFrame(out)
 

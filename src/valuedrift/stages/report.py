@@ -192,7 +192,9 @@ def render(params: Params, summary: pd.DataFrame, infos: list[PhaseInfo], cap: p
     lines += ["## (a) SFT drift per corpus", "", markdown_table(drift_table(summary, sft)), "",
               "## (b) Preference-optimisation drift per algorithm and preference set", "",
               markdown_table(drift_table(summary, po)), "",
-              f"Drift time ≤ {FAST_DRIFT_TIME} counts as fast. Δ columns: drift magnitude [95% CI]; 'time' columns: drift time.",
+              f"Drift time ≤ {FAST_DRIFT_TIME} counts as fast. Δ columns: drift magnitude [95% CI]; 'time' columns: drift time, "
+              "'n/r' where the trace probes do not resolve the drift (the start lies inside the CI of the extreme "
+              "checkpoint, so drift time is 0 by definition and says nothing; more trace probes narrow the CI).",
               "", "## Capability", "",
               "Held-out NLL per token on general-instruction rows never used for training, at the start and end of each phase.",
               "", markdown_table(capability_table(cap)) if not cap.empty else "_(capability probe off)_", "",
