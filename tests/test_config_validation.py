@@ -46,7 +46,7 @@ CASES: list[tuple[str, str, Any, str, tuple[str, ...]]] = [
     ("unknown algorithm", "po.algorithms", ["ppo"], "po.algorithms[0]", ("'ppo'", "dpo")),
     ("unknown topic", f"{PREF}.topics", ["astrology"], f"{PREF}.topics[0]", ("astrology", "abortion", "gender")),
     ("missing local model path", "model.name", "./models/no-such-model", "model.name", ("does not exist",)),
-    ("missing model path without ./", "model.name", "models/no-such-model", "model.name", ("does not exist",)),
+    ("missing model path without ./", "model.name", "src/no-such-model", "model.name", ("does not exist",)),
     ("K = 0 (paper route)", "eval.paper.k", 0, "eval.paper.k", (">= 1",)),
     ("eval cadence 0", "sft.eval_every", 0, "sft.eval_every", (">= 1",)),
     ("negative po eval cadence", "po.eval_every", -2, "po.eval_every", (">= 1",)),

@@ -39,8 +39,11 @@ def test_sft_and_po_under_accelerate_launch_with_two_processes(pref_data, tiny_m
     params.write_text(yaml.safe_dump(tiny_po_params(str(tiny_model_dir)), sort_keys=False))
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     runs = tmp_path / "runs"
+    processed = tmp_path / "processed"  # the SFT corpus, built here (a fresh clone has no processed/)
+    subprocess.run([str(BIN / "valuedrift"), "prepare-data", "--params", str(params), "--out", str(processed)],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     launch(["sft", "--params", str(params), "--corpus", "neutral_heavy", "--base-model", str(tiny_model_dir),
-            "--out", str(runs / "sft")], env)
+            "--processed", str(processed), "--out", str(runs / "sft")], env)
     launch(["po", "--params", str(params), "--algorithm", "dpo", "--preference-set", PREF_SET, "--processed", str(pref_data),
             "--sft-model", str(runs / "sft" / "neutral_heavy" / "final"), "--out", str(runs / "po")], env)
 

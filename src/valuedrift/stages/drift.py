@@ -109,7 +109,7 @@ def time_rows(checkpoints: list[dict[str, Any]]) -> list[dict[str, Any]]:
             e = int(abs(v - v[0]).argmax())
             # resolved: the start lies outside the extreme checkpoint's CI, so the drift is visible on the
             # trace probes; otherwise drift time is 0 by definition and says nothing about speed
-            resolved = bool(v[0] < lo[e] or v[0] > hi[e])
+            resolved = int(v[0] < lo[e] or v[0] > hi[e])  # 0/1, so drift tables stay numeric
             rows.append({"split": split, "topic": topic, "stance": s, "drift_time": t, "time_resolved": resolved,
                          "n_checkpoints": len(g)})
     return rows
