@@ -10,6 +10,7 @@ import pytest
 from valuedrift.config import PaperRouteConfig
 from valuedrift.data.probes import load_probe_bank, select_probes
 from valuedrift.models import load_model, load_tokenizer
+from valuedrift.stance import sampling
 from valuedrift.stance.judges import HFJudge, load_template
 from valuedrift.stance.paper_route import PaperRouteScorer, probe_distributions
 from valuedrift.stance.sampling import generate_samples
@@ -41,6 +42,16 @@ def test_sampling_is_batched_seeded_and_k_per_probe(tiny, probes):
     # samples of one probe differ from each other (temperature sampling, not K copies of one answer)
     assert len({s.text for s in a if s.probe_id == probes[0].id}) > 1
     assert tok.padding_side == side  # left padding only inside the call
+
+
+def test_shared_prefill_samples_what_plain_generation_samples(tiny, probes, monkeypatch):
+    """The prompt is prefilled once and its cache repeated K times; the draws equal K-fold plain generation."""
+    tok, model = tiny
+    kw = dict(k=3, temperature=0.7, max_new_tokens=6, seed=3, batch_size=2)
+    shared = generate_samples(model, tok, probes, **kw)
+    monkeypatch.setattr(sampling, "_shared_prefill", lambda *a, **k: None)
+    plain = generate_samples(model, tok, probes, **kw)
+    assert [s.text for s in shared] == [s.text for s in plain]
 
 
 def test_probe_distribution_is_the_mean_over_samples():

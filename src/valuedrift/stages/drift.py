@@ -29,7 +29,7 @@ from valuedrift.config import STANCES, load_params
 from valuedrift.data.schemas import iter_jsonl, write_json
 from valuedrift.drift import across_seeds, drift_time, paired_drift_ci
 from valuedrift.stance.vectors import ALL
-from valuedrift.train.tracing import StanceTracer
+from valuedrift.trajectory import load_trajectory
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def compute(runs: Path, n_boot: int, ci: float, seed: int) -> tuple[pd.DataFrame
     rows, frames = [], {}
     by_phase: dict[str, list[pd.DataFrame]] = {}
     for run in discover_runs(runs, seed):
-        ckpts = StanceTracer.load_trajectory(run.path)["checkpoints"]
+        ckpts = load_trajectory(run.path)["checkpoints"]
         if not ckpts:
             continue
         mag = pd.DataFrame(magnitude_rows(run.path, ckpts, n_boot, ci, seed))

@@ -31,12 +31,12 @@ from valuedrift.data.leaks import assert_no_leaks
 from valuedrift.data.preferences import generate_pairs, question_pool, resolve_target, set_seed
 from valuedrift.data.probes import load_probe_bank
 from valuedrift.data.schemas import STANCES, Probe, write_jsonl
+from valuedrift.trajectory import load_trajectory
 from valuedrift.value_gap import gap_table, generator_labels, overall, write_gap_analysis
 
 log = logging.getLogger(__name__)
 
 PREFERENCES_DIR = "preferences"
-TRAJECTORY_FILE = "trajectory.json"  # = train.tracing.TRAJECTORY_FILE
 
 
 def sft_profile(sft_run: Path) -> dict[str, float] | None:
@@ -44,8 +44,7 @@ def sft_profile(sft_run: Path) -> dict[str, float] | None:
     ``trajectory.json``, written by train/tracing.py), or None if the run has no checkpoint yet.
 
     Read as plain JSON, so this stage does not import the training stack."""
-    path = Path(sft_run) / TRAJECTORY_FILE
-    checkpoints = json.loads(path.read_text())["checkpoints"] if path.exists() else []
+    checkpoints = load_trajectory(Path(sft_run))["checkpoints"]
     if not checkpoints:
         return None
     last = checkpoints[-1]

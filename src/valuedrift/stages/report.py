@@ -31,7 +31,7 @@ from valuedrift.report import (
 from valuedrift.stages.drift import discover_runs
 from valuedrift.stance.vectors import ALL
 from valuedrift.tracking import Tracker, provenance_tags
-from valuedrift.train.tracing import StanceTracer
+from valuedrift.trajectory import load_trajectory
 
 log = logging.getLogger(__name__)
 COLORS = {"support": "tab:green", "neutral": "tab:gray", "oppose": "tab:red"}
@@ -83,7 +83,7 @@ def topic_frames(run_dirs: list[Path]) -> pd.DataFrame:
     """Trace vectors of every (split, topic) at every step, averaged over the runs (seeds) given."""
     frames = []
     for d in run_dirs:
-        for c in StanceTracer.load_trajectory(d)["checkpoints"]:
+        for c in load_trajectory(d)["checkpoints"]:
             df = pd.DataFrame(c["trace"])
             df["step"] = c["step"]
             frames.append(df)
@@ -119,7 +119,7 @@ def plot_topics(df: pd.DataFrame, title: str, path: Path) -> None:
 def capability_frame(runs: Path) -> pd.DataFrame:
     recs = []
     for r in discover_runs(runs):  # seeds only label rows here; they are averaged per step
-        for c in StanceTracer.load_trajectory(r.path)["checkpoints"]:
+        for c in load_trajectory(r.path)["checkpoints"]:
             nll = c.get("metrics", {}).get("capability/heldout_nll")
             if nll is not None:
                 recs.append({"phase": r.phase, "seed": r.seed, "step": c["step"], "nll": nll})

@@ -5,9 +5,13 @@ For each probe p the policy π sees the same prompt x(p) as on the likelihood ro
 
     y_1, …, y_K ~ π(· | x(p))     (temperature T, nucleus top_p, top-k off, ≤ max_new_tokens new tokens)
 
-Many probes share one ``generate`` call: ``batch_size`` prompts, left-padded, each expanded to K sequences
-(``num_return_sequences``), so one call decodes batch_size·K sequences in parallel. Prompts are sorted by
-length so a batch pads little.
+Many probes share one ``generate`` call: ``batch_size`` prompts, left-padded, each expanded to K sequences,
+so one call decodes batch_size·K sequences in parallel. Prompts are sorted by length so a batch pads
+little. The K samples of a probe share its prompt, so the prompt is run once, not K times: the batch's
+prompts minus their last token are prefilled once (``use_cache``), the KV cache is repeated K times along
+the batch (``DynamicCache.batch_repeat_interleave``), and ``generate(cache=…)`` continues from it, feeding only the
+last prompt token before decoding. This removes (K − 1)/K of the prefill FLOPs; the sampled tokens are
+those of plain ``num_return_sequences=K`` sampling up to float rounding (same RNG draws).
 
 Seeding: before each batch the torch RNG is seeded with hash(seed, probe ids of the batch), so the same
 seed, probes and batch size give the same answers whatever ran before (on the same hardware and library
@@ -47,13 +51,32 @@ def batch_seed(seed: int, probe_ids: Sequence[int]) -> int:
     return zlib.crc32(f"{seed}:{','.join(map(str, probe_ids))}".encode())
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Token ids that end an answer: the generation config's eos id(s) and the tokenizer's."""
     ids = model.generation_config.eos_token_id if model.generation_config is not None else None
     ids = ids if isinstance(ids, list) else [ids]
     out = {i for i in ids if i is not None}
     if tokenizer.eos_token_id is not None:
         out.add(tokenizer.eos_token_id)
     return out
+
+
+def _shared_prefill(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, k: int) -> Any:
+    """KV cache of every prompt but its last token, computed once per prompt and repeated ``k`` times.
+
+    Returns None (plain generation) for one-token prompts or models whose cache cannot be repeated.
+    """
+    if input_ids.shape[1] < 2:
+        return None
+    mask = attention[:, :-1]
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids[:, :-1], attention_mask=mask, position_ids=positions, use_cache=True)
+    cache = out.cache
+    if k > 1:
+        if not hasattr(cache, "batch_repeat_interleave"):
+            return None
+        cache.batch_repeat_interleave(k)
+    return cache
 
 
 @torch.inference_mode()
@@ -79,7 +102,7 @@ def generate_samples(
     lengths = {pid: len(tokenizer(text, add_special_tokens=False)["input_ids"]) for pid, text in prompts.items()}
     order = sorted((p.id for p in probes), key=lambda pid: (-lengths[pid], pid))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    eos = _eos_ids(model, tokenizer)
+    eos = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos), 0)
     device = next(model.parameters()).device
     was_training, side = model.training, tokenizer.padding_side
@@ -89,16 +112,18 @@ def generate_samples(
     try:
         for ids in tqdm(batches, desc=f"sampling {k}×/probe", disable=not progress, leave=False):
             enc = tokenizer([prompts[i] for i in ids], return_tensors="pt", padding=True, add_special_tokens=False)
+            input_ids, attention = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+            cache = _shared_prefill(model, input_ids, attention, k)
             torch.manual_seed(batch_seed(seed, ids))
             out = model.generate(
-                input_ids=enc["input_ids"].to(device),
-                attention_mask=enc["attention_mask"].to(device),
+                input_ids=input_ids.repeat_interleave(k, dim=0),
+                attention_mask=attention.repeat_interleave(k, dim=0),
+                cache=cache,
                 do_sample=True,
                 temperature=temperature,
                 top_p=top_p,
                 top_k=0,
                 max_new_tokens=max_new_tokens,
-                num_return_sequences=k,
                 pad_token_id=pad,
                 eos_token_id=sorted(eos) or None,
             )

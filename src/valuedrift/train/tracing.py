@@ -17,7 +17,6 @@ checkpoint's metrics exactly once.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -31,10 +30,9 @@ from valuedrift.data.schemas import Probe, iter_jsonl, write_json, write_jsonl
 from valuedrift.stance.likelihood import LikelihoodScorer
 from valuedrift.stance.vectors import metric_dict, value_vectors
 from valuedrift.tracking import Tracker
+from valuedrift.trajectory import TRAJECTORY_FILE, load_trajectory
 
 log = logging.getLogger(__name__)
-
-TRAJECTORY_FILE = "trajectory.json"
 
 
 def scorer_signature(scorer: Any) -> dict[str, Any]:
@@ -88,12 +86,7 @@ class StanceTracer:
         # optional CapabilityProbe measured beside the stances at every checkpoint (capability/* metrics)
         self.capability: Any = None
 
-    @staticmethod
-    def load_trajectory(run_dir: Path) -> dict[str, Any]:
-        path = Path(run_dir) / TRAJECTORY_FILE
-        if path.exists():
-            return json.loads(path.read_text())
-        return {"checkpoints": []}
+    load_trajectory = staticmethod(load_trajectory)
 
     def done(self, step: int, phase: bool) -> bool:
         """Whether ``step`` is already scored (a phase request needs a phase record)."""
