@@ -35,6 +35,10 @@ def test_select_probes_is_seeded_and_per_topic():
     assert [p.id for p in a] == [p.id for p in select_probes(probes, 2, ["dev", "test"], seed=1)]
     assert len(a) == 2 * 12  # 6 dev groups (religion straddles) + 6 test groups
     assert len(select_probes(probes, 0, ["test"], seed=1)) == 275
+    # nested: a smaller subset of the same seed lies inside a larger one (trace set ⊂ phase set)
+    for small, large in [(1, 4), (4, 20), (20, 24)]:
+        assert {p.id for p in select_probes(probes, small, ["dev", "test"], seed=3)} <= {
+            p.id for p in select_probes(probes, large, ["dev", "test"], seed=3)}
 
 
 def test_corpus_mix_and_no_test_question(sources):

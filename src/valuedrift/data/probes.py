@@ -138,6 +138,9 @@ def select_probes(probes: list[Probe], per_topic: int, splits: list[str], seed: 
     """A seeded, stable subset: ``per_topic`` probes from each (split, topic); ``per_topic <= 0`` keeps all.
 
     The same seed always gives the same probes, so every checkpoint of a run is scored on the same set.
+    Subsets are nested: each (split, topic) is shuffled once by the seed and the first ``per_topic`` are
+    kept, so the trace set (``eval.trace_probes_per_topic``) lies inside the phase set of the same seed and
+    a phase evaluation can stand in for an evaluation of the phase set alone.
     """
     groups: dict[tuple[str, str], list[Probe]] = defaultdict(list)
     for p in probes:
@@ -147,6 +150,7 @@ def select_probes(probes: list[Probe], per_topic: int, splits: list[str], seed: 
     for key in sorted(groups):
         members = sorted(groups[key], key=lambda p: p.id)
         if 0 < per_topic < len(members):
-            members = sorted(random.Random(f"{seed}:{key}").sample(members, per_topic), key=lambda p: p.id)
+            random.Random(f"{seed}:{key}").shuffle(members)
+            members = sorted(members[:per_topic], key=lambda p: p.id)
         chosen.extend(members)
     return chosen
