@@ -64,7 +64,7 @@ def main() -> None:
         shoot(f"{base}/#/compare-runs?runs={q}&experiments={urllib.parse.quote(json.dumps([exp.experiment_id]))}",
               ROOT / "docs" / "mlflow_compare.png")
         flt = urllib.parse.quote(f"tags.pipeline_id = '{pid}'")
-        shoot(f"{base}/#/experiments/{exp.experiment_id}?searchFilter={flt}", ROOT / "docs" / "mlflow_runs.png")
+        shoot(f"{base}/#/experiments/{exp.experiment_id}/runs?searchFilter={flt}", ROOT / "docs" / "mlflow_runs.png")
         print(f"pipeline {pid}: {len(ids)} runs; wrote docs/mlflow_compare.png and docs/mlflow_runs.png")
     finally:
         server.terminate()
