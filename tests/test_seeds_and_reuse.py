@@ -63,6 +63,19 @@ def test_each_seed_has_its_own_run_and_po_starts_from_the_same_seed(two_seed_stu
     assert a != b
 
 
+def test_every_seed_is_scored_on_the_same_probes(two_seed_study):
+    """Probe subsets follow eval.probe_seed (default: the top-level seed), not the training seed."""
+    tmp, params, _ = two_seed_study
+    sft = tmp / "runs" / "sft" / params.po.start_from
+
+    def probe_ids(run_dir, step):
+        return {json.loads(line)["probe_id"] for line in (run_dir / "evals" / f"step_{step:06d}.jsonl").read_text().splitlines()}
+
+    for step in (0, 1, 2):  # phase, trace, phase (eval_every 1, max_steps 2)
+        assert probe_ids(sft, step) == probe_ids(sft / "seeds" / "1", step)
+    assert probe_ids(sft, 1) <= probe_ids(sft, 0)  # trace ⊆ phase
+
+
 def test_drift_aggregates_over_seeds(two_seed_study):
     tmp, _, _ = two_seed_study
     per_run = pd.read_csv(tmp / "metrics" / "drift_table.csv")

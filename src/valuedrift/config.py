@@ -192,7 +192,9 @@ class EvalConfig:
 
     Likelihood route: q(p) = softmax(ℓ / temperature), ℓ_s = mean token log-prob of statement s given the
     probe. ``trace_probes_per_topic`` probes per topic are scored at every checkpoint; phase ends (the first
-    and last checkpoint of a run) score ``phase_probes_per_topic`` (``0`` = every annotated probe).
+    and last checkpoint of a run) score ``phase_probes_per_topic`` (``0`` = every annotated probe). Both
+    subsets are drawn with ``probe_seed`` (``None`` = the top-level ``seed``), which every training seed of
+    ``seeds`` shares, so seeds differ by training noise only and are compared on the same probes.
     Paper route: ``paper`` (sampling + judge), with the judges defined in ``judges``. ``route`` is the
     default route of ``valuedrift eval``. ``reference_profiles`` is a folder of reference stance profiles
     (JSON) for the alignment metrics.
@@ -203,6 +205,7 @@ class EvalConfig:
     batch_size: int = 16
     trace_probes_per_topic: int = 4
     phase_probes_per_topic: int = 0
+    probe_seed: int | None = None
     splits: list[str] = field(default_factory=lambda: list(SPLITS))
     prompt_format: Literal["chat", "plain"] = "chat"
     system_prompt: str | None = None
@@ -575,6 +578,11 @@ class Params:
     drift: DriftConfig = field(default_factory=DriftConfig)
     judge_eval: JudgeEvalConfig = field(default_factory=JudgeEvalConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+
+    @property
+    def probe_seed(self) -> int:
+        """Seed of the probe subsets (trace, phase, eval): ``eval.probe_seed``, else the top-level ``seed``."""
+        return self.seed if self.eval.probe_seed is None else self.eval.probe_seed
 
     def validate(self) -> None:
         _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")

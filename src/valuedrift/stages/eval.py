@@ -81,7 +81,7 @@ def choose_probes(params: Params, route: str, probes_spec: str | None, per_topic
             raise ConfigError("--route", f"the likelihood route needs stance statements; {len(missing)} probes have none (use --route paper)")
     if per_topic is None:
         per_topic = params.eval.phase_probes_per_topic if route == "likelihood" else params.eval.paper.probes_per_topic
-    chosen = select_probes(probes, per_topic, params.eval.splits, params.seed)
+    chosen = select_probes(probes, per_topic, params.eval.splits, params.probe_seed)
     if not chosen:
         raise ConfigError("eval.splits", f"no probe is in the splits {params.eval.splits} (probes here: {sorted({p.split for p in probes})})")
     return chosen

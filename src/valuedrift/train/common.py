@@ -66,8 +66,12 @@ def seed_run_name(name: str, seed: int, params: Params) -> str:
 
 
 def per_seed(params: Params) -> list[Params]:
-    """One copy of ``params`` per training seed (``seed`` replaced), in the order of ``seeds``."""
-    return [dataclasses.replace(params, seed=s) for s in params.seeds]
+    """One copy of ``params`` per training seed (``seed`` replaced), in the order of ``seeds``.
+
+    ``eval.probe_seed`` is pinned to the top-level ``seed`` first (unless set), so every copy scores the
+    same probe subsets."""
+    ev = dataclasses.replace(params.eval, probe_seed=params.probe_seed)
+    return [dataclasses.replace(params, seed=s, eval=ev) for s in params.seeds]
 
 
 def run_complete(run_dir: Path, max_steps: int) -> bool:
@@ -143,8 +147,8 @@ class TracedRun:
 def make_traced_run(params: Params, run_dir: Path, tokenizer: Any, every: int, data_dir: Path = Path("data")) -> TracedRun:
     ev = params.eval
     bank = load_probe_bank(data_dir)
-    trace = select_probes(bank, ev.trace_probes_per_topic, ev.splits, params.seed)
-    phase = select_probes(bank, ev.phase_probes_per_topic, ev.splits, params.seed)
+    trace = select_probes(bank, ev.trace_probes_per_topic, ev.splits, params.probe_seed)
+    phase = select_probes(bank, ev.phase_probes_per_topic, ev.splits, params.probe_seed)
     scorer = LikelihoodScorer(tokenizer, ev.temperature, ev.batch_size, ev.prompt_format, ev.system_prompt)
     tracker = Tracker(params.tracking, run_dir)
     tracer = StanceTracer(scorer, trace, phase, run_dir, tracker, ev.bootstrap, ev.ci, params.seed)
