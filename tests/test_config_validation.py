@@ -50,6 +50,8 @@ CASES: list[tuple[str, str, Any, str, tuple[str, ...]]] = [
     ("K = 0 (paper route)", "eval.paper.k", 0, "eval.paper.k", (">= 1",)),
     ("eval cadence 0", "sft.eval_every", 0, "sft.eval_every", (">= 1",)),
     ("negative po eval cadence", "po.eval_every", -2, "po.eval_every", (">= 1",)),
+    ("negative probe seed", "eval.probe_seed", -1, "eval.probe_seed", ("null or >= 0",)),
+    ("po.start_from not an SFT run", "po.start_from", "nowhere", "po.start_from", ("'nowhere'", "neutral_heavy")),
     ("unknown stance (drift)", "drift.stances", ["agree"], "drift.stances[0]", ("support, neutral, oppose",)),
     ("unknown stance (corpus mix)", MIX, {"support": 0.5, "agree": 0.5}, f"{MIX}.agree", ("support, neutral, oppose",)),
     ("unknown target stance", f"{PREF}.target", "agree", f"{PREF}.target", ("support", "reinforce", "reverse")),

@@ -40,6 +40,11 @@ def _check(cond: bool, key: str, message: str) -> None:
         raise ConfigError(key, message)
 
 
+def _check_defined(name: str, defined: Any, key: str, where: str) -> None:
+    """``name`` (the value at ``key``) must be one of ``defined`` (a list or the keys of a mapping)."""
+    _check(name in defined, key, f"{name!r} is not defined in {where} ({', '.join(defined) or 'none'})")
+
+
 # --------------------------------------------------------------------------------------------------
 # Sections
 # --------------------------------------------------------------------------------------------------
@@ -217,15 +222,12 @@ class EvalConfig:
     reference_profiles: str = "data/reference_profiles"
 
     def validate(self, key: str) -> None:
-        _check(
-            self.paper.judge in self.judges,
-            f"{key}.paper.judge",
-            f"{self.paper.judge!r} is not defined in {key}.judges ({', '.join(self.judges) or 'none'})",
-        )
+        _check_defined(self.paper.judge, self.judges, f"{key}.paper.judge", f"{key}.judges")
         _check(self.temperature > 0, f"{key}.temperature", f"must be > 0, got {self.temperature}")
         _check(self.batch_size >= 1, f"{key}.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.trace_probes_per_topic >= 1, f"{key}.trace_probes_per_topic", "must be >= 1")
         _check(self.phase_probes_per_topic >= 0, f"{key}.phase_probes_per_topic", "must be >= 0 (0 = all)")
+        _check(self.probe_seed is None or self.probe_seed >= 0, f"{key}.probe_seed", f"must be null or >= 0, got {self.probe_seed}")
         _check(bool(self.splits), f"{key}.splits", "must list at least one split")
         for i, s in enumerate(self.splits):
             _check(s in SPLITS, f"{key}.splits[{i}]", f"{s!r} is not one of {', '.join(SPLITS)}")
@@ -595,34 +597,15 @@ class Params:
             if dataclasses.is_dataclass(value):
                 _validate_tree(value, f.name)
         for i, name in enumerate(self.sft.corpora):
-            _check(
-                name in self.prepare_data.corpora,
-                f"sft.corpora[{i}]",
-                f"{name!r} is not a corpus in prepare_data.corpora ({', '.join(self.prepare_data.corpora)})",
-            )
-        _check(
-            self.po.start_from in self.sft.corpora,
-            "po.start_from",
-            f"{self.po.start_from!r} is not an SFT run of sft.corpora ({', '.join(self.sft.corpora)})",
-        )
+            _check_defined(name, self.prepare_data.corpora, f"sft.corpora[{i}]", "prepare_data.corpora")
+        _check_defined(self.po.start_from, self.sft.corpora, "po.start_from", "sft.corpora (the SFT runs)")
         for i, name in enumerate(self.judge_eval.judges):
-            _check(
-                name in self.eval.judges,
-                f"judge_eval.judges[{i}]",
-                f"{name!r} is not defined in eval.judges ({', '.join(self.eval.judges)})",
-            )
+            _check_defined(name, self.eval.judges, f"judge_eval.judges[{i}]", "eval.judges")
         for name, pref in self.prepare_data.preference_sets.items():
-            _check(
-                pref.generator == "bank" or pref.lm.judge in self.eval.judges,
-                f"prepare_data.preference_sets.{name}.lm.judge",
-                f"{pref.lm.judge!r} is not defined in eval.judges ({', '.join(self.eval.judges) or 'none'})",
-            )
+            if pref.generator != "bank":
+                _check_defined(pref.lm.judge, self.eval.judges, f"prepare_data.preference_sets.{name}.lm.judge", "eval.judges")
         for i, name in enumerate(self.po.preference_sets):
-            _check(
-                name in self.prepare_data.preference_sets,
-                f"po.preference_sets[{i}]",
-                f"{name!r} is not defined in prepare_data.preference_sets ({', '.join(self.prepare_data.preference_sets)})",
-            )
+            _check_defined(name, self.prepare_data.preference_sets, f"po.preference_sets[{i}]", "prepare_data.preference_sets")
 
         from valuedrift.sweep_space import check_tune_against_params  # tune keys that refer to other sections
 
