@@ -129,4 +129,32 @@ def test_eval_stage_preflight_names_the_key_when_the_endpoint_is_down(monkeypatc
                                     "template": str(TEMPLATE), "max_retries": 0, "timeout_s": 2}
     with pytest.raises(ConfigError) as e:
         make_judge(parse_params(p), "local")
-    assert e.value.key == "eval.judges.local.base_url" and "cannot reach" in str(e.value)
+    assert e.value.key == "eval.judges.local.base_url" and "cannot be reached" in str(e.value)
+
+
+def test_a_401_without_a_key_says_that_no_key_was_sent():
+    import http.server
+    import threading
+
+    from valuedrift.stance.judges import JudgeHTTPError, post_json
+
+    class Deny(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.send_response(401)
+            self.end_headers()
+            self.wfile.write(b'{"error": "missing key"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Deny)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/v1/chat/completions"
+    try:
+        with pytest.raises(JudgeHTTPError, match="HTTP 401 \\(no API key was sent"):
+            post_json(url, {}, None, timeout_s=5, retries=0, who="judge x")
+        with pytest.raises(JudgeHTTPError) as e:
+            post_json(url, {}, "sk-some-key-123", timeout_s=5, retries=0, who="judge x")
+        assert "no API key" not in str(e.value) and "sk-some-key-123" not in str(e.value)
+    finally:
+        server.shutdown()

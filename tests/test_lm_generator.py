@@ -104,6 +104,7 @@ def test_generated_answers_are_judged_and_filtered_by_the_real_judge(tiny_model_
         assert r["judged"] == STANCES[int(np.argmax(p))]
         assert r["kept"] == (r["judged"] == r["stance"] and r[f"p_{r['stance']}"] >= 0.3)
     # the bank holds, per cell, the kept answer the judge found most on-stance, and nothing else
+    assert bank.index, "the judge kept no answer: the checks below would hold vacuously"
     for (qid, stance), styles in bank.index.items():
         kept = [r for r in rows if r["question_id"] == qid and r["stance"] == stance and r["kept"]]
         assert styles["brief"] == max(kept, key=lambda r: r[f"p_{stance}"])["text"]

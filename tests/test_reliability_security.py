@@ -237,3 +237,14 @@ def test_tracking_password_is_redacted_from_errors_and_run_metadata(monkeypatch)
     with pytest.raises(ConfigError) as e2:
         parse_params(tiny_params_dict())
     assert "pa55word" not in str(e2.value)
+
+
+def test_a_secret_cut_by_the_param_length_limit_is_still_redacted(judge_secret):
+    """MLflow params are cut to 500 characters; the cut must come after redaction, or a secret straddling
+    character 500 loses its tail, no longer matches, and its head reaches the store."""
+    from valuedrift.tracking import MLFLOW_PARAM_CHARS, mlflow_params
+
+    value = "x" * (MLFLOW_PARAM_CHARS - 10) + judge_secret
+    stored = mlflow_params({"header": value})["header"]
+    assert len(stored) <= MLFLOW_PARAM_CHARS
+    assert judge_secret[:10] not in stored

@@ -62,7 +62,14 @@ from valuedrift.sweep_space import (
     suggest,
 )
 from valuedrift.tracking import Tracker, provenance_tags
-from valuedrift.train.common import CHECKPOINTS, FINAL, FINGERPRINT_FILE, file_digest, fingerprint
+from valuedrift.train.common import (
+    CHECKPOINTS,
+    FINAL,
+    FINGERPRINT_FILE,
+    file_digest,
+    fingerprint,
+    seed_run_name,
+)
 from valuedrift.train.tracing import TRAJECTORY_FILE, StanceTracer
 
 log = logging.getLogger(__name__)
@@ -415,9 +422,10 @@ class Sweep:
         try:
             choice = suggest(trial, self.tune, self.dims)
             trial.set_user_attr("algorithm", choice.algorithm)
-            run_dir = trial_dir / f"{choice.algorithm}-{pref}"
-            trial.set_user_attr("run_dir", str(run_dir))
             trial_params = apply_choice(self.params, self.tune, choice)
+            # the folder run_po writes to (…/seeds/<k> when seed is not seeds[0])
+            run_dir = trial_dir / seed_run_name(f"{choice.algorithm}-{pref}", trial_params.seed, trial_params)
+            trial.set_user_attr("run_dir", str(run_dir))
             processed = trial_dir / "processed"
             data_file = preference_path(processed, pref)
             gap = self.write_preference_set(trial_params, data_file)

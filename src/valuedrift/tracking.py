@@ -142,6 +142,15 @@ def tracking_server_command(
     ]
 
 
+
+MLFLOW_PARAM_CHARS = 500
+
+
+def mlflow_params(params: dict[str, Any]) -> dict[str, str]:
+    """Params as MLflow stores them: redacted first, then cut to 500 characters (cutting first could split
+    a secret so that the redaction pattern no longer matches and its head reached the store)."""
+    return {k: v[:MLFLOW_PARAM_CHARS] for k, v in redact_mapping(params).items()}
+
 class Tracker:
     """An MLflow run that degrades to disk-only if the server disappears."""
 
@@ -179,7 +188,7 @@ class Tracker:
         self.mlflow.set_tracking_uri(self.uri)
         self.mlflow.set_experiment(experiment)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        clean_tags, clean_params = redact_mapping(tags), redact_mapping({k: str(v)[:500] for k, v in (params or {}).items()})
+        clean_tags, clean_params = redact_mapping(tags), mlflow_params(params or {})
         store = redact(self.uri)
         run_ids: dict[str, str] = (read_run_meta(self.run_dir) or {}).get("run_ids", {})
         id_file = self.run_dir / RUN_ID_FILE
@@ -263,7 +272,7 @@ class Tracker:
         self._safe(self.mlflow.log_metrics, metrics, step=step)
 
     def log_params(self, params: dict[str, Any]) -> None:
-        self._safe(self.mlflow.log_params, redact_mapping({k: str(v)[:500] for k, v in params.items()}))
+        self._safe(self.mlflow.log_params, mlflow_params(params))
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._safe(self.mlflow.set_tags, redact_mapping(tags))

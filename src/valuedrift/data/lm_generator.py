@@ -22,13 +22,9 @@ its judgement and whether it was kept, is returned for ``<set>.answers.jsonl``.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import random
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,25 +117,10 @@ def generate_hf(cells: list[Cell], lm: LMGeneratorConfig, seed: int, params: Par
 
 
 def chat_completion(url: str, body: dict[str, Any], api_key: str | None, timeout_s: float, retries: int = 2) -> dict[str, Any]:
-    """POST one OpenAI chat-completions request; retries connection errors, 429 and 5xx (never logs the key)."""
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    last: Exception | None = None
-    for attempt in range(retries + 1):
-        req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - user-configured endpoint
-                return json.loads(resp.read().decode())
-        except urllib.error.HTTPError as e:
-            last = RuntimeError(f"generator endpoint {url} answered HTTP {e.code}: {e.read().decode(errors='replace')[:300]}")
-            if e.code != 429 and e.code < 500:
-                raise last from None
-        except (urllib.error.URLError, TimeoutError, OSError) as e:
-            last = RuntimeError(f"generator endpoint {url} cannot be reached: {getattr(e, 'reason', e)}")
-        if attempt < retries:
-            time.sleep(min(2.0**attempt, 10.0))
-    raise last  # type: ignore[misc]
+    """POST one OpenAI chat-completions request (the judges' :func:`~valuedrift.stance.judges.post_json`)."""
+    from valuedrift.stance.judges import post_json
+
+    return post_json(url, body, api_key, timeout_s, retries, f"generator endpoint {url}")
 
 
 def generate_openai(cells: list[Cell], lm: LMGeneratorConfig, seed: int) -> list[list[str]]:

@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(a.params)
     per_run, frames = compute(Path(a.runs), params.eval.bootstrap, params.eval.ci, params.seeds[0])
     if per_run.empty:
-        raise SystemExit(f"no trajectories found under {a.runs}/<kind>/<name>/[seed<k>/]trajectory.json; run sft/po first")
+        raise SystemExit(f"no trajectories found under {a.runs}/<kind>/<name>/[seeds/<k>/]trajectory.json; run sft/po first")
     summary = summarise(per_run, params.eval.ci)
     metrics, plots = Path(a.metrics), Path(a.plots)
     metrics.mkdir(parents=True, exist_ok=True)

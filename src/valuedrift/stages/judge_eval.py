@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     questions = {q.id: q for q in load_questions(data / QUESTIONS_FILE)}
     labelled = load_labelled(cfg.labelled, questions)
     names = a.judges or cfg.judges
-    probes = select_probes(load_probe_bank(data), cfg.agreement_probes_per_topic, params.eval.splits, params.seed) if cfg.agreement_probes_per_topic else []
+    probes = select_probes(load_probe_bank(data), cfg.agreement_probes_per_topic, params.eval.splits, params.probe_seed) if cfg.agreement_probes_per_topic else []
     if probes:
         check_checkpoint(a.checkpoint)
     judges = {n: make_judge(params, n) for n in names}  # bad judge settings fail here, before scoring

@@ -27,6 +27,7 @@ from typing import Any
 from valuedrift.config import TrackingConfig, load_params
 from valuedrift.data.schemas import DataError
 from valuedrift.tracking import Tracker, TrackingUnavailable, read_run_meta
+from valuedrift.trajectory import TRAJECTORY_FILE, load_trajectory
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,13 @@ def trainer_history(run_dir: Path) -> dict[int, dict[str, float]]:
 
 def trajectory_metrics(run_dir: Path) -> dict[int, dict[str, float]]:
     """The metrics of every checkpoint in ``trajectory.json``, exactly as the tracer logged them live."""
-    from valuedrift.train.tracing import TRAJECTORY_FILE, StanceTracer
+    from valuedrift.train.tracing import StanceTracer
 
     path = run_dir / TRAJECTORY_FILE
     if not path.exists():
         raise DataError(path, None, "no trajectory: is this a run directory (runs/sft/<corpus>, runs/po/<name>)?")
     try:
-        checkpoints = StanceTracer.load_trajectory(run_dir)["checkpoints"]
+        checkpoints = load_trajectory(run_dir)["checkpoints"]
         return {int(c["step"]): StanceTracer.record_metrics(c) for c in checkpoints}
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise DataError(path, None, f"malformed trajectory ({e})") from e
@@ -76,8 +77,6 @@ def trajectory_metrics(run_dir: Path) -> dict[int, dict[str, float]]:
 
 def relog(run_dir: Path, cfg: TrackingConfig, uri: str | None = None) -> dict[str, Any]:
     """Re-send one run directory; returns what was sent. Raises TrackingUnavailable if MLflow fails."""
-    from valuedrift.train.tracing import TRAJECTORY_FILE
-
     run_dir = Path(run_dir)
     metrics = trajectory_metrics(run_dir)
     for step, train in trainer_history(run_dir).items():

@@ -202,6 +202,35 @@ class JudgeHTTPError(RuntimeError):
     """The judge endpoint failed; the message names the URL and status, never the key."""
 
 
+def post_json(url: str, body: dict[str, Any], api_key: str | None, timeout_s: float, retries: int, who: str) -> dict[str, Any]:
+    """POST ``body`` to an OpenAI-compatible endpoint and return the JSON reply.
+
+    Connection errors, 429 and 5xx are retried ``retries`` times with backoff min(2^attempt, 10) s; other
+    HTTP errors raise at once. Errors (:class:`JudgeHTTPError`) start with ``who`` and never hold the key.
+    """
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    last: Exception | None = None
+    for attempt in range(retries + 1):
+        req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - user-configured endpoint
+                return json.loads(resp.read().decode())
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")[:300]
+            hint = " (no API key was sent: is its environment variable set?)" if e.code in (401, 403) and not api_key else ""
+            last = JudgeHTTPError(f"{who} answered HTTP {e.code}{hint}: {detail}")
+            if e.code != 429 and e.code < 500:
+                raise last from None
+        except (urllib.error.URLError, TimeoutError, OSError) as e:
+            last = JudgeHTTPError(f"{who} cannot be reached: {getattr(e, 'reason', e)}")
+        if attempt < retries:
+            time.sleep(min(2.0**attempt, 10.0))
+    raise last  # type: ignore[misc]
+
+
 def match_label(token: str, labels: dict[str, str]) -> str | None:
     """The stance whose label starts with the token's stripped, lower-cased text (None if none or several)."""
     t = token.strip().strip("\"'*:.,").lower()
@@ -247,26 +276,7 @@ class OpenAIJudge:
         }
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310 - user-configured endpoint
-                    return json.loads(resp.read().decode())
-            except urllib.error.HTTPError as e:
-                detail = e.read().decode(errors="replace")[:300]
-                last = JudgeHTTPError(f"judge {self.name}: {self.url} answered HTTP {e.code}: {detail}")
-                if e.code != 429 and e.code < 500:
-                    raise last from None
-            except (urllib.error.URLError, TimeoutError, OSError) as e:
-                last = JudgeHTTPError(f"judge {self.name}: cannot reach {self.url}: {getattr(e, 'reason', e)}")
-            if attempt < self.max_retries:
-                time.sleep(min(2.0**attempt, 10.0))
-        raise last  # type: ignore[misc]
+        return post_json(self.url, body, self._key, self.timeout_s, self.max_retries, f"judge {self.name}: {self.url}")
 
     def label_logprobs_one(self, question: str, answer: str) -> np.ndarray:
         resp = self._post(self.request_body(question, answer))

@@ -70,7 +70,7 @@ def _shared_prefill(model: Any, input_ids: torch.Tensor, attention: torch.Tensor
         return None
     mask = attention[:, :-1]
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids[:, :-1], attention_mask=mask, position_ids=positions, use_cache=True)
+    out = model(input_ids=input_ids[:, :-1], attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     cache = out.cache
     if k > 1:
         if not hasattr(cache, "batch_repeat_interleave"):

@@ -216,6 +216,8 @@ DPO_LOSSES = (
     "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft",
 )
 
+POLICY_TRAINERS = ("rloo", "grpo")  # on-policy RL after the reward model: algorithms rm_rloo, rm_grpo
+
 RM_RL_HPARAMS = {
     "kl_coef": HParam(0.05, low=0.0, low_inclusive=True, doc="β: KL(π ‖ π_ref) coefficient; 0 = no reference model"),
     "num_generations": HParam(4, low=1, doc="completions sampled per prompt (group size, >= 2)"),
@@ -224,6 +226,21 @@ RM_RL_HPARAMS = {
     "reward_steps": HParam(16, low=0, doc="RewardTrainer steps on the preference pairs before RL"),
     "reward_learning_rate": HParam(1.0e-5, low=0.0, high=1.0, doc="RewardTrainer learning rate"),
 }
+
+def _rm_rl_algorithm(policy_trainer: str) -> Algorithm:
+    """``rm_<policy_trainer>``: a reward model on the pairs, then on-policy RL against it (rloo | grpo)."""
+    return Algorithm(
+        name=f"rm_{policy_trainer}",
+        description=f"reward model (TRL RewardTrainer) on the pairs, then on-policy {policy_trainer.upper()} against it "
+        "with a KL anchor (the paper's PPO role; not PPO)",
+        needs_reference_model=True,
+        data=DataKind.PAIRED,
+        needs_reward_model=True,
+        build=_build_rm_rl(policy_trainer),
+        hparams=RM_RL_HPARAMS,
+        check=_check_rm_rl,
+    )
+
 
 ALGORITHMS: dict[str, Algorithm] = {
     "dpo": Algorithm(
@@ -276,28 +293,7 @@ ALGORITHMS: dict[str, Algorithm] = {
         },
         check=_check_kto,
     ),
-    "rm_rloo": Algorithm(
-        name="rm_rloo",
-        description="reward model (TRL RewardTrainer) on the pairs, then on-policy RLOO against it with a KL anchor "
-        "(the paper's PPO role; not PPO)",
-        needs_reference_model=True,
-        data=DataKind.PAIRED,
-        needs_reward_model=True,
-        build=_build_rm_rl("rloo"),
-        hparams=RM_RL_HPARAMS,
-        check=_check_rm_rl,
-    ),
-    "rm_grpo": Algorithm(
-        name="rm_grpo",
-        description="reward model (TRL RewardTrainer) on the pairs, then on-policy GRPO against it with a KL anchor "
-        "(the paper's PPO role; not PPO)",
-        needs_reference_model=True,
-        data=DataKind.PAIRED,
-        needs_reward_model=True,
-        build=_build_rm_rl("grpo"),
-        hparams=RM_RL_HPARAMS,
-        check=_check_rm_rl,
-    ),
+    **{f"rm_{trainer}": _rm_rl_algorithm(trainer) for trainer in POLICY_TRAINERS},
 }
 
 

@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from valuedrift.train.algorithms import BuildContext
+from valuedrift.train.algorithms import POLICY_TRAINERS, BuildContext
 from valuedrift.train.common import CHECKPOINTS, last_checkpoint
 from valuedrift.train.processes import is_main_process, wait_for_everyone
 from valuedrift.train.tracing import TrainLogCallback
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 REWARD_DIR = "reward"
 REWARD_MODEL = "reward_model"  # also the reward function's name in the RL logs: rewards/reward_model/mean
-POLICY_TRAINERS = ("rloo", "grpo")
 
 
 def reward_model_path(run_dir: Path) -> Path:
