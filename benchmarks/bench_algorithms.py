@@ -38,12 +38,14 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from valuedrift.config import load_params  # noqa: E402
-from valuedrift.data.schemas import read_records  # noqa: E402
+from valuedrift.algorithms.base import BuildContext, DataKind  # noqa: E402
+from valuedrift.algorithms.registry import ALGORITHMS, algorithm_hparams  # noqa: E402
+from valuedrift.config.load import load_params  # noqa: E402
+from valuedrift.core.io import read_records  # noqa: E402
+from valuedrift.core.rundir import RunDir  # noqa: E402
 from valuedrift.models import load_model, load_tokenizer  # noqa: E402
-from valuedrift.train.algorithms import ALGORITHMS, BuildContext, DataKind  # noqa: E402
-from valuedrift.train.common import training_kwargs  # noqa: E402
 from valuedrift.train.po import PAIR_KEYS, to_unpaired  # noqa: E402
+from valuedrift.train.scaffold import training_kwargs  # noqa: E402
 
 log = logging.getLogger("bench_algorithms")
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +99,7 @@ def bench_one(name: str, a: argparse.Namespace, params: Any, tokenizer: Any, dat
     cfg.max_steps, cfg.batch_size, cfg.grad_accum, cfg.max_length = a.warmup + a.steps, a.batch_size, 1, a.max_length
     cfg.eval_every = 10_000
     with tempfile.TemporaryDirectory() as tmp:
-        kwargs = {**training_kwargs(cfg, params, Path(tmp)), "save_strategy": "no", "gradient_checkpointing": gc,
+        kwargs = {**training_kwargs(cfg, params.seed, params.model.dtype, "cpu", RunDir(Path(tmp))), "save_strategy": "no", "gradient_checkpointing": gc,
                   "disable_tqdm": True, "logging_steps": 1}
         model = load_model(a.model, params.model.dtype, "cpu")
         timer = StepTimer()
@@ -109,13 +111,13 @@ def bench_one(name: str, a: argparse.Namespace, params: Any, tokenizer: Any, dat
                                  train_dataset=Dataset.from_list(data["sft"]), processing_class=tokenizer, callbacks=[timer])
         else:
             algo = ALGORITHMS[name]
-            hparams = params.po.algorithm_hparams(name)
+            hparams = algorithm_hparams(params.po.hparams, name)
             rows = data["pairs"] if algo.data is DataKind.PAIRED else to_unpaired(data["pairs"])
             ctx = BuildContext(model=model, tokenizer=tokenizer, dataset=Dataset.from_list(rows), train_kwargs=kwargs,
                                hparams=hparams, max_length=a.max_length, callbacks=[timer], run_dir=Path(tmp),
-                               params=params, model_path=Path(a.model))
+                               model_path=Path(a.model))
             if algo.needs_reward_model:
-                from valuedrift.train.reward_rl import build_policy_trainer, train_reward_model
+                from valuedrift.algorithms.reward_rl import build_policy_trainer, train_reward_model
 
                 hparams["reward_steps"] = a.warmup + a.steps
                 rm_timer = StepTimer()

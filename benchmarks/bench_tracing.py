@@ -37,9 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from valuedrift.config import TrackingConfig, load_params
+from valuedrift.config.load import load_params
+from valuedrift.config.schema.models import TrackingConfig
+from valuedrift.core.vocab import STANCES
 from valuedrift.data.probes import load_probe_bank, select_probes
-from valuedrift.data.schemas import STANCES, Probe
+from valuedrift.data.schemas import Probe
 from valuedrift.train.tracing import StanceTracer, TrainLogCallback
 
 

@@ -11,9 +11,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from valuedrift.config import ConfigError, parse_params
+from valuedrift.algorithms.base import DataKind
+from valuedrift.algorithms.registry import ALGORITHMS, get_algorithm
+from valuedrift.config.load import parse_params
+from valuedrift.core.errors import ConfigError
 from valuedrift.stages import preferences
-from valuedrift.train.algorithms import ALGORITHMS, DataKind, get_algorithm
 from valuedrift.train.po import run_po
 
 from .conftest import ROOT, fresh_mlflow_uri, tiny_params_dict

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from valuedrift.config import ConfigError, load_params, parse_params
+from valuedrift.config.load import load_params, parse_params
+from valuedrift.core.errors import ConfigError
 
 from .conftest import ROOT, tiny_params_dict
 

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from valuedrift import cli
-from valuedrift.config import ConfigError, load_params
+from valuedrift.config.load import load_params
+from valuedrift.core.errors import ConfigError
 
 from .conftest import ROOT
 

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from valuedrift.config import CorpusMix, PreferenceSetConfig
+from valuedrift.config.schema.data import CorpusMix, PreferenceSetConfig
+from valuedrift.core.errors import DataError
 from valuedrift.data.bank import load_bank, load_general
 from valuedrift.data.corpora import apportion, build_sft_corpus
 from valuedrift.data.leaks import find_leaks
 from valuedrift.data.preferences import generate_pairs, resolve_target, value_gap
 from valuedrift.data.probes import QUESTIONS_FILE, load_probe_bank, load_questions, select_probes
-from valuedrift.data.schemas import DataError
 
 from .conftest import DATA
 

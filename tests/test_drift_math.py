@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from valuedrift.drift import drift_magnitude, drift_time, jsd_alignment, paired_drift_ci, w1_alignment
+from valuedrift.metrics.drift import drift_magnitude, drift_time, jsd_alignment, paired_drift_ci, w1_alignment
 
 
 def test_drift_magnitude_is_signed_difference():

@@ -147,7 +147,7 @@ def test_bad_labelled_row_names_file_line_and_field(tmp_path):
     questions = {q.id: q for q in load_questions(DATA / QUESTIONS_FILE)}
     f = tmp_path / "l.jsonl"
     f.write_text('{"uid": "a", "id": 0, "answer": "Yes.", "gold": "support"}\n{"uid": "b", "id": 0, "answer": "No.", "gold": "against"}\n')
-    from valuedrift.data.schemas import DataError
+    from valuedrift.core.errors import DataError
 
     with pytest.raises(DataError, match=r"l.jsonl:2: field 'gold' must be one of"):
         load_labelled(f, questions)

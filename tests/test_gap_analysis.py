@@ -12,14 +12,16 @@ import pytest
 import yaml
 
 from valuedrift import cli
-from valuedrift.config import ConfigError, PreferenceSetConfig
+from valuedrift.config.schema.data import PreferenceSetConfig
+from valuedrift.core.errors import ConfigError, DataError
+from valuedrift.core.io import write_jsonl
+from valuedrift.core.vocab import STANCES
 from valuedrift.data.bank import load_bank
 from valuedrift.data.preferences import generate_pairs, value_gap
 from valuedrift.data.probes import load_probe_bank
-from valuedrift.data.schemas import STANCES, DataError, write_jsonl
+from valuedrift.metrics.value_gap import message_text
 from valuedrift.stages import gap_analysis
 from valuedrift.stance.judges import build_judge
-from valuedrift.value_gap import message_text
 
 from .conftest import DATA, ROOT, tiny_params_dict
 
@@ -42,7 +44,7 @@ def params_file(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def tiny_judge(params_file):
-    from valuedrift.config import load_params
+    from valuedrift.config.load import load_params
 
     return build_judge("tiny", load_params(params_file).eval.judges["tiny"], "eval.judges.tiny", device="cpu")
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from valuedrift.config import ConfigError, JudgeConfig, parse_params
+from valuedrift.config.load import parse_params
+from valuedrift.config.schema.evaluation import JudgeConfig
+from valuedrift.core.errors import ConfigError
 from valuedrift.models import load_model, load_tokenizer
 from valuedrift.stance.judges import (
     HFJudge,

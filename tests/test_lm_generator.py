@@ -14,20 +14,17 @@ import numpy as np
 import pytest
 import yaml
 
-from valuedrift.config import (
-    ConfigError,
-    JudgeConfig,
-    LMGeneratorConfig,
-    Params,
-    PreferenceSetConfig,
-    parse_params,
-)
-from valuedrift.data import lm_generator
+from valuedrift.config.load import parse_params
+from valuedrift.config.schema.data import LMGeneratorConfig, PreferenceSetConfig
+from valuedrift.config.schema.evaluation import JudgeConfig
+from valuedrift.config.schema.params import Params
+from valuedrift.core.errors import ConfigError
+from valuedrift.core.vocab import STANCES
 from valuedrift.data.leaks import find_leaks
-from valuedrift.data.lm_generator import Cell, conditioned_prompt, filter_answers, generate_hf
 from valuedrift.data.preferences import generate_pairs, question_pool
 from valuedrift.data.probes import load_probe_bank
-from valuedrift.data.schemas import STANCES
+from valuedrift.generation import lm_answers as lm_generator
+from valuedrift.generation.lm_answers import Cell, conditioned_prompt, filter_answers, generate_hf
 from valuedrift.stages import preferences as stage
 from valuedrift.stance.judges import Judgement, build_judge
 
@@ -128,7 +125,7 @@ def stage_params(tmp_path, tiny_model_dir, lm: dict) -> str:
 
 def test_stage_composes_lm_answers_without_leaks(tmp_path, tiny_model_dir, questions, monkeypatch):
     """Real tiny-model generation through the stage; the judge is the deterministic stand-in (see HashJudge)."""
-    monkeypatch.setattr("valuedrift.stance.judges.build_judge", lambda *a, **k: HashJudge())
+    monkeypatch.setattr("valuedrift.generation.lm_answers.build_judge", lambda *a, **k: HashJudge())
     params = stage_params(tmp_path, tiny_model_dir, {"candidates": 4})
     out = tmp_path / "processed"
     stage.main(["--params", params, "--data", str(DATA), "--out", str(out), "--set", "lm_set", "--sft-run", str(tmp_path)])

@@ -9,9 +9,9 @@ import json
 import pandas as pd
 import pytest
 
+from valuedrift.core.errors import DataError
 from valuedrift.data.loaders.preferences import load_hh_rlhf, load_preferences, load_ultrafeedback
 from valuedrift.data.loaders.sft import load_alpaca, load_sft, load_wildchat
-from valuedrift.data.schemas import DataError
 
 from .conftest import ROOT
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from valuedrift.config import JudgeConfig
+from valuedrift.config.schema.evaluation import JudgeConfig
 from valuedrift.stance.judges import JudgeHTTPError, build_judge
 
 from .conftest import ROOT

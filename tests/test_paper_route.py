@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from valuedrift.config import PaperRouteConfig
+from valuedrift.config.schema.evaluation import PaperRouteConfig
 from valuedrift.data.probes import load_probe_bank, select_probes
 from valuedrift.models import load_model, load_tokenizer
 from valuedrift.stance import sampling

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from valuedrift.config import PaperRouteConfig
+from valuedrift.config.schema.evaluation import PaperRouteConfig
 from valuedrift.data.probes import load_probe_bank
 from valuedrift.stance.judges import HFJudge, load_template
 from valuedrift.stance.paper_route import PaperRouteScorer

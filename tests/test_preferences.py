@@ -13,14 +13,16 @@ import pytest
 import yaml
 
 from valuedrift import cli
-from valuedrift.config import ConfigError, PreferenceSetConfig, parse_params
+from valuedrift.config.load import parse_params
+from valuedrift.config.schema.data import PreferenceSetConfig
+from valuedrift.core.errors import ConfigError
+from valuedrift.core.vocab import STANCES, STYLES
 from valuedrift.data.bank import BankAnswer, ResponseBank, load_bank
 from valuedrift.data.leaks import assert_no_leaks, find_leaks
 from valuedrift.data.preferences import generate_pairs, question_pool, resolve_target, set_seed
 from valuedrift.data.probes import load_probe_bank
-from valuedrift.data.schemas import STANCES, STYLES
+from valuedrift.metrics.value_gap import gap_table, generator_labels, overall
 from valuedrift.stages import preferences as stage
-from valuedrift.value_gap import gap_table, generator_labels, overall
 
 from .conftest import DATA, tiny_params_dict
 

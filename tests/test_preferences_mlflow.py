@@ -10,7 +10,7 @@ import mlflow
 import pytest
 import yaml
 
-from valuedrift.config import parse_params
+from valuedrift.config.load import parse_params
 from valuedrift.stages import preferences as stage
 from valuedrift.train.po import run_po
 

@@ -9,6 +9,8 @@ from collections import Counter
 
 import pytest
 
+from valuedrift.core.errors import DataError
+from valuedrift.core.vocab import STANCES
 from valuedrift.data.probes import (
     ANNOTATIONS_DIR,
     QUESTIONS_FILE,
@@ -16,7 +18,6 @@ from valuedrift.data.probes import (
     load_probe_bank,
     load_questions,
 )
-from valuedrift.data.schemas import STANCES, DataError
 
 from .conftest import DATA
 

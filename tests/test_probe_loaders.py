@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
+from valuedrift.core.errors import DataError
 from valuedrift.data.loaders.probes import LOADERS, load_probes, parse_selections
-from valuedrift.data.schemas import DataError
 
 from .conftest import ROOT
 

@@ -3,7 +3,8 @@
 import pytest
 import yaml
 
-from valuedrift.config import ConfigError, parse_params
+from valuedrift.config.load import parse_params
+from valuedrift.core.errors import ConfigError
 from valuedrift.stages.profile import apply_overrides, dvc_set_args
 
 from .conftest import ROOT

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from valuedrift import cli
-from valuedrift.data.schemas import DataError
+from valuedrift.core.errors import DataError
 from valuedrift.stages import prepare_data
 
 from .conftest import DATA, ROOT

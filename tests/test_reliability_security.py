@@ -23,18 +23,20 @@ import mlflow
 import pytest
 
 from valuedrift import cli, models
-from valuedrift.config import ConfigError, ModelConfig, load_params, parse_params
-from valuedrift.redaction import REDACTED, install_log_redaction, redact
+from valuedrift.config.load import load_params, parse_params
+from valuedrift.config.schema.models import ModelConfig
+from valuedrift.core.errors import ConfigError
+from valuedrift.core.redaction import REDACTED, install_log_redaction, redact
+from valuedrift.core.rundir import RUN_META_FILE
 from valuedrift.stance import judges
 from valuedrift.tracking import (
     LOCALHOST,
-    RUN_META_FILE,
     Tracker,
     TrackingUnavailable,
     check_reachable,
     tracking_server_command,
 )
-from valuedrift.train.common import flat_params
+from valuedrift.train.scaffold import flat_params
 
 from .conftest import ROOT, tiny_params_dict
 

@@ -24,8 +24,9 @@ import mlflow
 import pytest
 
 from valuedrift import cli
+from valuedrift.core.rundir import TRAJECTORY_FILE, RunDir
 from valuedrift.tracking import TrackingUnavailable, check_reachable
-from valuedrift.train.tracing import TRAJECTORY_FILE, StanceTracer
+from valuedrift.train.tracing import StanceTracer
 
 from .conftest import ROOT, fresh_mlflow_uri
 from .reliability_helpers import (
@@ -94,7 +95,7 @@ def test_a_server_that_never_answers_fails_within_the_timeout():
 
 def expected_metrics(run_dir) -> dict[str, dict[int, float]]:
     out: dict[str, dict[int, float]] = {}
-    for c in StanceTracer.load_trajectory(run_dir)["checkpoints"]:
+    for c in RunDir(run_dir).checkpoint_records():
         for key, value in StanceTracer.record_metrics(c).items():
             out.setdefault(key, {})[c["step"]] = value
     return out
@@ -135,7 +136,7 @@ def test_server_death_mid_run_loses_nothing_and_relog_fills_the_gap(
         "the server was not killed during training"
 
     # nothing lost on disk, and the error says how to re-log
-    assert [c["step"] for c in StanceTracer.load_trajectory(run_dir)["checkpoints"]] == [0, 1, 2, 3]
+    assert [c["step"] for c in RunDir(run_dir).checkpoint_records()] == [0, 1, 2, 3]
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any(f"valuedrift relog {run_dir}" in m for m in errors), errors
 

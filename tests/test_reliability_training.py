@@ -21,8 +21,9 @@ import pandas as pd
 import pytest
 
 from valuedrift import cli
+from valuedrift.core.rundir import TRAJECTORY_FILE
 from valuedrift.stages import drift as drift_stage
-from valuedrift.train.tracing import TRAJECTORY_FILE, StanceTracer
+from valuedrift.train.tracing import StanceTracer
 
 from .conftest import ROOT, fresh_mlflow_uri
 from .reliability_helpers import (

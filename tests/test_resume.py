@@ -7,7 +7,7 @@ import mlflow
 import pytest
 from transformers import TrainerCallback
 
-from valuedrift.config import parse_params
+from valuedrift.config.load import parse_params
 from valuedrift.train.po import run_po
 
 from .test_algorithms import PREF_SET, pref_data, tiny_po_params  # noqa: F401 - pref_data is a fixture

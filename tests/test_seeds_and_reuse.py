@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from valuedrift.config import parse_params
+from valuedrift.config.load import parse_params
 from valuedrift.stages import drift as drift_stage
+from valuedrift.stages import po as po_stage
 from valuedrift.stages import preferences, prepare_data
-from valuedrift.train import po as po_stage
-from valuedrift.train import sft as sft_stage
+from valuedrift.stages import sft as sft_stage
 
 from .conftest import ROOT, tiny_params_dict
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from valuedrift.config import parse_params
+from valuedrift.config.load import parse_params
 from valuedrift.stages import prepare_data
 from valuedrift.train.sft import run_sft
 
@@ -70,8 +70,8 @@ def test_capability_probe_logged_and_held_out_of_training(sft_run):
     hist = client.get_metric_history(run_id, "capability/heldout_nll")
     assert sorted(m.step for m in hist) == [0, 1, 2] and all(m.value > 0 for m in hist)
 
+    from valuedrift.core.io import iter_jsonl
     from valuedrift.data.bank import load_general
-    from valuedrift.data.schemas import iter_jsonl
     from valuedrift.stance.capability import heldout_general_ids
 
     held = heldout_general_ids(load_general(ROOT / "data"), params.eval.capability_rows, params.seed)

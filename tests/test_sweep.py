@@ -20,9 +20,10 @@ import torch
 import yaml
 
 from valuedrift import cli
-from valuedrift.config import ConfigError, parse_params
-from valuedrift.sweep import count_trials
-from valuedrift.sweep_objectives import ObjectiveSpec, parse_reference
+from valuedrift.config.load import parse_params
+from valuedrift.core.errors import ConfigError
+from valuedrift.tune.objectives import ObjectiveSpec, parse_reference
+from valuedrift.tune.study import count_trials
 
 from .conftest import ROOT, tiny_params_dict
 
@@ -131,7 +132,7 @@ def test_bad_space_fails_the_command_before_any_trial(tmp_path, capsys, tiny_mod
 
 
 def test_storage_url_is_checked_and_env_overrides_it(monkeypatch):
-    from valuedrift.sweep import check_storage, resolve_storage
+    from valuedrift.tune.study import check_storage, resolve_storage
 
     tune = parse_params(tiny_params_dict()).tune
     for ok in ("sqlite:///optuna.db", "postgresql+psycopg2://u:pw@host:5432/db", "journal:runs/optuna.journal"):

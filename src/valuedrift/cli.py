@@ -23,8 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-data": ("valuedrift.stages.prepare_data", "validate data and build the SFT corpora"),
     "preferences": ("valuedrift.stages.preferences", "generate the synthetic value-gap preference sets"),
     "gap-analysis": ("valuedrift.stages.gap_analysis", "value gap (chosen − rejected stances) of any preference set"),
-    "sft": ("valuedrift.train.sft", "supervised fine-tuning with stance tracing"),
-    "po": ("valuedrift.train.po", "preference optimisation with stance tracing"),
+    "sft": ("valuedrift.stages.sft", "supervised fine-tuning with stance tracing"),
+    "po": ("valuedrift.stages.po", "preference optimisation with stance tracing"),
     "drift": ("valuedrift.stages.drift", "drift magnitude/time tables and trajectory plots"),
     "report": ("valuedrift.stages.report", "reports/report.md: tables, plots, verdicts on the paper's findings"),
     "eval": ("valuedrift.stages.eval", "stances of any checkpoint on the likelihood or paper route"),
@@ -52,7 +52,8 @@ def precheck_params(cmd: str, rest: list[str]) -> None:
     """
     if cmd in PARAMS_FREE or "-h" in rest or "--help" in rest:
         return
-    from valuedrift.config import ConfigError, load_params
+    from valuedrift.config.load import load_params
+    from valuedrift.core.errors import ConfigError
 
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--params")
@@ -90,9 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=os.environ.get("VALUEDRIFT_LOG", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from valuedrift.config import ConfigError
-    from valuedrift.data.schemas import DataError
-    from valuedrift.redaction import install_log_redaction
+    from valuedrift.core.errors import ConfigError, DataError
+    from valuedrift.core.redaction import install_log_redaction
     from valuedrift.tracking import TrackingUnavailable
 
     install_log_redaction()

@@ -21,7 +21,6 @@ Results are always written to disk first (trajectory JSON, per-probe tables); ML
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import subprocess
@@ -34,14 +33,13 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from valuedrift.config import TrackingConfig
-from valuedrift.data.schemas import write_json
-from valuedrift.redaction import redact, redact_mapping
+from valuedrift.config.schema.models import TrackingConfig
+from valuedrift.core.io import write_json
+from valuedrift.core.redaction import redact, redact_mapping
+from valuedrift.core.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-RUN_ID_FILE = "mlflow_run_id"
-RUN_META_FILE = "mlflow_run.json"
 MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
 HISTORY_QUERIES_IN_FLIGHT = 8
 LOCALHOST = "127.0.0.1"
@@ -123,12 +121,6 @@ def _http_retries(n: int) -> Iterator[None]:
             os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = old
 
 
-def read_run_meta(run_dir: Path) -> dict[str, Any] | None:
-    """How the run in ``run_dir`` was opened (name, experiment, tags, params), if recorded."""
-    path = Path(run_dir) / RUN_META_FILE
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def tracking_server_command(
     backend_store_uri: str, artifacts_destination: str | Path, port: int = 5000, host: str = LOCALHOST
 ) -> list[str]:
@@ -190,8 +182,9 @@ class Tracker:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         clean_tags, clean_params = redact_mapping(tags), mlflow_params(params or {})
         store = redact(self.uri)
-        run_ids: dict[str, str] = (read_run_meta(self.run_dir) or {}).get("run_ids", {})
-        id_file = self.run_dir / RUN_ID_FILE
+        folder = RunDir(self.run_dir)
+        run_ids: dict[str, str] = (folder.run_meta() or {}).get("run_ids", {})
+        id_file = folder.run_id_file
         # no mlflow_run_id file = a new run (deleting it is how callers ask for one); otherwise the run this
         # directory has in this store, else the last run it used (if this store knows it)
         candidates = [run_ids.get(store), id_file.read_text().strip()] if id_file.exists() else []
@@ -201,7 +194,7 @@ class Tracker:
         active = self.mlflow.start_run(run_id=resume_id, run_name=None if resume_id else run_name, nested=nested)
         self.run_id, self.resumed = active.info.run_id, resume_id is not None
         id_file.write_text(self.run_id + "\n")
-        write_json(self.run_dir / RUN_META_FILE, {
+        write_json(folder.run_meta_file, {
             "run_name": run_name, "experiment": experiment, "tags": clean_tags, "params": clean_params,
             "run_ids": {**run_ids, store: self.run_id},  # one run per tracking store this run was logged to
         })

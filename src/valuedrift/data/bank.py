@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from valuedrift.data.schemas import STANCES, STYLES, TOPICS, DataError, read_records, require
+from valuedrift.core.errors import DataError
+from valuedrift.core.io import read_records, require
+from valuedrift.core.vocab import STANCES, STYLES
+from valuedrift.data.schemas import TOPICS
 
 BANK_DIR = Path("response_bank")
 GENERAL_FILE = Path("sft") / "general_instructions.jsonl"

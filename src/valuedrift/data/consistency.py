@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from valuedrift.core.errors import DataError
+from valuedrift.core.io import iter_jsonl, require
 from valuedrift.data.bank import BANK_DIR
-from valuedrift.data.schemas import DataError, Probe, iter_jsonl, require
+from valuedrift.data.schemas import Probe
 
 
 def check_bank_questions(data_dir: str | Path, questions: list[Probe]) -> None:

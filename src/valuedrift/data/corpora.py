@@ -12,9 +12,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from valuedrift.config import CorpusMix
+from valuedrift.config.schema.data import CorpusMix
+from valuedrift.core.vocab import STANCES, STYLES
 from valuedrift.data.bank import ResponseBank
-from valuedrift.data.schemas import STANCES, STYLES, Probe
+from valuedrift.data.schemas import Probe
 
 
 def apportion(total: int, shares: dict[str, float]) -> dict[str, int]:

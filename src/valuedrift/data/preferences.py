@@ -26,7 +26,9 @@ import random
 from collections import Counter, defaultdict
 from typing import Any
 
-from valuedrift.config import STANCES, ConfigError, PreferenceSetConfig
+from valuedrift.config.schema.data import PreferenceSetConfig
+from valuedrift.core.errors import ConfigError
+from valuedrift.core.vocab import STANCES
 from valuedrift.data.bank import ResponseBank
 from valuedrift.data.corpora import apportion
 from valuedrift.data.schemas import Probe

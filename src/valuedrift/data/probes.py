@@ -15,15 +15,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from valuedrift.data.schemas import (
-    SLUG_OF_TOPIC,
-    STANCES,
-    TOPICS,
-    DataError,
-    Probe,
-    read_records,
-    require,
-)
+from valuedrift.core.errors import DataError
+from valuedrift.core.io import read_records, require
+from valuedrift.core.vocab import STANCES
+from valuedrift.data.schemas import SLUG_OF_TOPIC, TOPICS, Probe
 
 QUESTIONS_FILE = Path("v_prism") / "v_prism.jsonl"
 ANNOTATIONS_DIR = Path("v_prism") / "annotations"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from valuedrift.config import load_params, to_dict
+from valuedrift.config.load import load_params
+from valuedrift.config.schema.parse import to_dict
 
 
 def main(argv: list[str] | None = None) -> None:

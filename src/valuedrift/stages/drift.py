@@ -25,11 +25,11 @@ from typing import Any
 
 import pandas as pd
 
-from valuedrift.config import STANCES, load_params
-from valuedrift.data.schemas import iter_jsonl, write_json
-from valuedrift.drift import across_seeds, drift_time, paired_drift_ci
-from valuedrift.stance.vectors import ALL
-from valuedrift.trajectory import load_trajectory
+from valuedrift.config.load import load_params
+from valuedrift.core.io import iter_jsonl, write_json
+from valuedrift.core.rundir import RunDir, discover
+from valuedrift.core.vocab import ALL, STANCES
+from valuedrift.metrics.drift import across_seeds, drift_time, paired_drift_ci
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,7 @@ class TracedRunDir:
 
 def discover_runs(runs: Path, default_seed: int = 0) -> list[TracedRunDir]:
     """Every run under ``runs`` that has a trajectory, sorted by phase then seed."""
-    found = []
-    for traj in runs.glob("*/*/trajectory.json"):
-        found.append(TracedRunDir(f"{traj.parent.parent.name}/{traj.parent.name}", default_seed, traj.parent))
-    for traj in runs.glob("*/*/seeds/*/trajectory.json"):
-        d = traj.parent
-        if d.name.isdigit():
-            found.append(TracedRunDir(f"{d.parent.parent.parent.name}/{d.parent.parent.name}", int(d.name), d))
+    found = [TracedRunDir(phase, default_seed if seed is None else seed, run.path) for phase, seed, run in discover(runs)]
     return sorted(found, key=lambda r: (r.phase, r.seed))
 
 
@@ -66,7 +60,7 @@ def discover_phases(runs: Path) -> dict[str, Path]:
 
 
 def load_table(run_dir: Path, step: int) -> pd.DataFrame:
-    return pd.DataFrame([obj for _, obj in iter_jsonl(run_dir / "evals" / f"step_{step:06d}.jsonl")])
+    return pd.DataFrame([obj for _, obj in iter_jsonl(RunDir(run_dir).eval_table(step))])
 
 
 def magnitude_rows(run_dir: Path, checkpoints: list[dict[str, Any]], n_boot: int, ci: float, seed: int) -> list[dict[str, Any]]:
@@ -212,7 +206,7 @@ def compute(runs: Path, n_boot: int, ci: float, seed: int) -> tuple[pd.DataFrame
     rows, frames = [], {}
     by_phase: dict[str, list[pd.DataFrame]] = {}
     for run in discover_runs(runs, seed):
-        ckpts = load_trajectory(run.path)["checkpoints"]
+        ckpts = RunDir(run.path).checkpoint_records()
         if not ckpts:
             continue
         mag = pd.DataFrame(magnitude_rows(run.path, ckpts, n_boot, ci, seed))

@@ -29,11 +29,21 @@ from typing import Any
 
 import pandas as pd
 
-from valuedrift.config import ConfigError, Params, load_params
+from valuedrift.config.load import load_params
+from valuedrift.config.schema.params import Params
+from valuedrift.config.schema.parse import flatten, to_dict
+from valuedrift.core.errors import ConfigError
+from valuedrift.core.io import write_json, write_jsonl
+from valuedrift.core.rundir import RunDir
+from valuedrift.core.vocab import ALL, STANCES
+from valuedrift.data.loaders.probes import load_probes
 from valuedrift.data.probes import load_probe_bank, select_probes
-from valuedrift.data.schemas import STANCES, Probe, write_json, write_jsonl
+from valuedrift.data.schemas import Probe
+from valuedrift.models import BUNDLED, check_model_spec, load_model, load_tokenizer
+from valuedrift.stance.judges import JudgeHTTPError, build_judge
 from valuedrift.stance.reference import ReferenceProfile, alignment_table, load_profiles, mix_profile
-from valuedrift.stance.vectors import ALL, metric_dict, value_vectors
+from valuedrift.stance.vectors import metric_dict, value_vectors
+from valuedrift.tracking import Tracker, provenance_tags
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +55,6 @@ log = logging.getLogger(__name__)
 
 def check_checkpoint(checkpoint: str) -> None:
     """Fail before any work when ``checkpoint`` is neither a model folder nor a hub id."""
-    from valuedrift.models import BUNDLED, check_model_spec
-
     if checkpoint in BUNDLED:
         raise ConfigError("--checkpoint", f"{checkpoint!r} is a bundled name: run `valuedrift prepare-model` and pass models/base")
     problem = check_model_spec(checkpoint)
@@ -55,8 +63,6 @@ def check_checkpoint(checkpoint: str) -> None:
 
 
 def load_policy(params: Params, checkpoint: str) -> tuple[Any, Any]:
-    from valuedrift.models import load_model, load_tokenizer
-
     m = params.model
     return load_tokenizer(checkpoint, m.trust_remote_code), load_model(checkpoint, m.dtype, m.device, m.trust_remote_code)
 
@@ -70,7 +76,6 @@ def checkpoint_step(checkpoint: str) -> int:
 def choose_probes(params: Params, route: str, probes_spec: str | None, per_topic: int | None, data_dir: Path) -> list[Probe]:
     """The probes to score: V-PRISM (annotated) or a loader spec, filtered to eval.splits, per_topic per group."""
     if probes_spec:
-        from valuedrift.data.loaders.probes import load_probes
 
         probes = load_probes(probes_spec)
     else:
@@ -88,7 +93,6 @@ def choose_probes(params: Params, route: str, probes_spec: str | None, per_topic
 
 
 def make_judge(params: Params, name: str) -> Any:
-    from valuedrift.stance.judges import build_judge
 
     if name not in params.eval.judges:
         raise ConfigError("eval.judges", f"no judge named {name!r} (defined: {', '.join(params.eval.judges)})")
@@ -96,7 +100,6 @@ def make_judge(params: Params, name: str) -> Any:
     judge = build_judge(name, params.eval.judges[name], f"eval.judges.{name}", m.dtype, m.device, m.trust_remote_code)
     preflight = getattr(judge, "preflight", None)
     if preflight is not None:
-        from valuedrift.stance.judges import JudgeHTTPError
 
         try:
             preflight()  # an unreachable endpoint, or one without logprobs, fails before any sampling
@@ -118,7 +121,8 @@ def stored_likelihood_rows(params: Params, checkpoint: str, probes: list[Probe])
     from valuedrift.train.tracing import final_evaluation, scorer_signature
 
     path = Path(checkpoint)
-    if path.name != "final" or not (path.parent / "trajectory.json").exists():
+    run = RunDir(path.parent)
+    if path != run.final or not run.trajectory_file.exists():
         return None
     found = final_evaluation(path.parent, scorer_signature(likelihood_scorer(params, None)), {p.id for p in probes})
     return pd.DataFrame(found[0]) if found else None
@@ -233,21 +237,17 @@ def fresh_run(params: Params, out: Path, run_name: str, tags: dict[str, str], ru
     The run bookkeeping files are removed afterwards (nothing to resume), unless MLflow failed during
     the run, in which case they stay for ``valuedrift relog``.
     """
-    from valuedrift.tracking import RUN_ID_FILE, RUN_META_FILE, Tracker, provenance_tags
-
-    (out / RUN_ID_FILE).unlink(missing_ok=True)  # no id file = a new run
+    bookkeeping = RunDir(out)
+    bookkeeping.run_id_file.unlink(missing_ok=True)  # no id file = a new run
     tracker = Tracker(params.tracking, out)
     with tracker.run(run_name, {**provenance_tags(), **tags}, run_params):
         yield tracker
     if tracker.failed is None:
-        for name in (RUN_ID_FILE, RUN_META_FILE):
-            (out / name).unlink(missing_ok=True)
+        bookkeeping.forget_mlflow_run()
 
 
 def log_to_mlflow(params: Params, res: EvalResult, out: Path, files: list[Path], run_name: str) -> str | None:
     """A new MLflow run (stage ``eval``) with the value vectors, alignment scores and the written files."""
-    from valuedrift.config import flatten, to_dict
-
     tags = {"stage": "eval", "algorithm": "eval", "route": res.route, "checkpoint": res.summary["checkpoint"]}
     d = to_dict(params)
     flat = flatten({"seed": d["seed"], "model": d["model"], "eval": {k: v for k, v in d["eval"].items() if k != "judges"}})

@@ -28,9 +28,19 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from valuedrift.config import ConfigError, Params, load_params
-from valuedrift.data.schemas import DataError, read_records
-from valuedrift.value_gap import gap_table, generator_labels, judge_labels, overall, write_gap_analysis
+from valuedrift.config.load import load_params
+from valuedrift.config.schema.params import Params
+from valuedrift.core.errors import ConfigError, DataError
+from valuedrift.core.io import read_records
+from valuedrift.data.loaders.preferences import LOADERS
+from valuedrift.metrics.value_gap import (
+    gap_table,
+    generator_labels,
+    judge_labels,
+    overall,
+    write_gap_analysis,
+)
+from valuedrift.stance.judges import build_judge, check_judge
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +69,6 @@ def load_pairs(source: str, fmt: str, split: str | None = None, limit: int = 0) 
     if fmt == "synthetic":
         pairs = read_records(source, lambda obj, path, line: obj)
         return pairs[:limit] if limit else pairs
-    from valuedrift.data.loaders.preferences import LOADERS
 
     return LOADERS[fmt](source, **({"split": split} if split else {}), limit=limit)
 
@@ -71,8 +80,6 @@ def labelled(pairs: list[dict[str, Any]]) -> bool:
 
 def check_judge_name(name: str, params: Params) -> None:
     """The judge exists in eval.judges and can be built (template, model path, key); nothing loads."""
-    from valuedrift.stance.judges import check_judge
-
     if name not in params.eval.judges:
         raise ConfigError("--judge", f"{name!r} is not defined in eval.judges ({', '.join(params.eval.judges)})")
     check_judge(params.eval.judges[name], f"eval.judges.{name}")
@@ -100,7 +107,6 @@ def main(argv: list[str] | None = None) -> None:
         raise DataError(a.source, None, "no preference pairs")
     judge_name = a.judge or (None if labelled(pairs) else params.eval.paper.judge)
     if judge_name is not None:
-        from valuedrift.stance.judges import build_judge
 
         check_judge_name(judge_name, params)
         m = params.model

@@ -27,10 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from valuedrift.config import Params, load_params
+from valuedrift.config.load import load_params
+from valuedrift.config.schema.params import Params
+from valuedrift.core.errors import DataError
+from valuedrift.core.io import read_records, require, write_json, write_jsonl
+from valuedrift.core.vocab import STANCES
 from valuedrift.data.probes import QUESTIONS_FILE, load_probe_bank, load_questions, select_probes
-from valuedrift.data.schemas import STANCES, DataError, Probe, read_records, require, write_json, write_jsonl
-from valuedrift.drift import jsd_alignment
+from valuedrift.data.schemas import Probe
+from valuedrift.metrics.drift import jsd_alignment
 from valuedrift.stages.eval import (
     check_checkpoint,
     fresh_run,

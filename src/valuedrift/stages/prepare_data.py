@@ -12,13 +12,14 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from valuedrift.config import ConfigError, load_params
+from valuedrift.config.load import load_params
+from valuedrift.core.errors import ConfigError
+from valuedrift.core.io import write_json, write_jsonl
 from valuedrift.data.bank import load_bank, load_general
 from valuedrift.data.consistency import check_bank_questions
 from valuedrift.data.corpora import build_sft_corpus
 from valuedrift.data.leaks import assert_no_leaks
 from valuedrift.data.probes import QUESTIONS_FILE, load_probe_bank, load_questions
-from valuedrift.data.schemas import write_json, write_jsonl
 from valuedrift.stance.capability import heldout_general_ids
 
 log = logging.getLogger(__name__)

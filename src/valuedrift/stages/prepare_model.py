@@ -11,7 +11,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from valuedrift.config import load_params
+from valuedrift.config.load import load_params
 from valuedrift.models import BUNDLED, export_bundled, write_pointer
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from valuedrift.config import ConfigError, parse_params
+from valuedrift.config.load import parse_params
+from valuedrift.core.errors import ConfigError
 
 
 def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -24,10 +24,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from valuedrift.config import TrackingConfig, load_params
-from valuedrift.data.schemas import DataError
-from valuedrift.tracking import Tracker, TrackingUnavailable, read_run_meta
-from valuedrift.trajectory import TRAJECTORY_FILE, load_trajectory
+from valuedrift.config.load import load_params
+from valuedrift.config.schema.models import TrackingConfig
+from valuedrift.core.errors import DataError
+from valuedrift.core.rundir import EVALS_DIR, TRAINER_STATE, RunDir
+from valuedrift.tracking import Tracker, TrackingUnavailable
+from valuedrift.train.tracing import StanceTracer
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +39,12 @@ TRAIN_PREFIX = "train/"  # as logged live by train.tracing.TrainLogCallback
 def trainer_history(run_dir: Path) -> dict[int, dict[str, float]]:
     """``train/<name>`` metrics per step: from ``train_log.json`` of a finished run (its checkpoints are
     dropped), else from the last complete checkpoint's ``trainer_state.json``."""
-    from valuedrift.train.common import TRAIN_LOG, last_checkpoint
-
-    ckpt = last_checkpoint(run_dir)
-    if (run_dir / TRAIN_LOG).exists():
-        state_file = run_dir / TRAIN_LOG
+    run = RunDir(run_dir)
+    ckpt = run.last_checkpoint()
+    if run.train_log.exists():
+        state_file = run.train_log
     elif ckpt is not None:
-        state_file = Path(ckpt) / "trainer_state.json"
+        state_file = ckpt / TRAINER_STATE
     else:
         return {}
     try:
@@ -63,13 +64,12 @@ def trainer_history(run_dir: Path) -> dict[int, dict[str, float]]:
 
 def trajectory_metrics(run_dir: Path) -> dict[int, dict[str, float]]:
     """The metrics of every checkpoint in ``trajectory.json``, exactly as the tracer logged them live."""
-    from valuedrift.train.tracing import StanceTracer
-
-    path = run_dir / TRAJECTORY_FILE
+    run = RunDir(run_dir)
+    path = run.trajectory_file
     if not path.exists():
         raise DataError(path, None, "no trajectory: is this a run directory (runs/sft/<corpus>, runs/po/<name>)?")
     try:
-        checkpoints = load_trajectory(run_dir)["checkpoints"]
+        checkpoints = run.checkpoint_records()
         return {int(c["step"]): StanceTracer.record_metrics(c) for c in checkpoints}
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise DataError(path, None, f"malformed trajectory ({e})") from e
@@ -81,16 +81,16 @@ def relog(run_dir: Path, cfg: TrackingConfig, uri: str | None = None) -> dict[st
     metrics = trajectory_metrics(run_dir)
     for step, train in trainer_history(run_dir).items():
         metrics[step] = {**train, **metrics.get(step, {})}
-    meta = read_run_meta(run_dir) or {
+    run = RunDir(run_dir)
+    meta = run.run_meta() or {
         "run_name": f"{run_dir.parent.name}-{run_dir.name}", "experiment": None,
         "tags": {"stage": run_dir.parent.name}, "params": {},
     }
     tracker = Tracker(cfg, run_dir, uri=uri)
     with tracker.run(meta["run_name"], {**meta["tags"], "relogged": "true"}, meta["params"], experiment=meta.get("experiment")):
         sent_metrics = tracker.sync_metrics(metrics)
-        tables = sorted((run_dir / "evals").glob("step_*.jsonl"))
-        sent_tables = tracker.sync_artifacts(tables, "evals")
-        tracker.log_artifact(run_dir / TRAJECTORY_FILE)
+        sent_tables = tracker.sync_artifacts(run.eval_tables(), EVALS_DIR)
+        tracker.log_artifact(run.trajectory_file)
     if tracker.failed is not None:
         raise TrackingUnavailable(f"MLflow failed while re-logging {run_dir}: {tracker.failed}; run the command again")
     summary = {"run_dir": str(run_dir), "run_id": tracker.run_id, "resumed": tracker.resumed,

@@ -17,8 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-from valuedrift.config import STANCES, Params, load_params
-from valuedrift.report import (
+from valuedrift.config.load import load_params
+from valuedrift.config.schema.params import Params
+from valuedrift.core.rundir import RunDir
+from valuedrift.core.vocab import ALL, STANCES
+from valuedrift.reporting.findings import (
     FAST_DRIFT_TIME,
     PhaseInfo,
     drift_table,
@@ -29,9 +32,7 @@ from valuedrift.report import (
     verdict_value_gap,
 )
 from valuedrift.stages.drift import discover_runs
-from valuedrift.stance.vectors import ALL
 from valuedrift.tracking import Tracker, provenance_tags
-from valuedrift.trajectory import load_trajectory
 
 log = logging.getLogger(__name__)
 COLORS = {"support": "tab:green", "neutral": "tab:gray", "oppose": "tab:red"}
@@ -83,7 +84,7 @@ def topic_frames(run_dirs: list[Path]) -> pd.DataFrame:
     """Trace vectors of every (split, topic) at every step, averaged over the runs (seeds) given."""
     frames = []
     for d in run_dirs:
-        for c in load_trajectory(d)["checkpoints"]:
+        for c in RunDir(d).checkpoint_records():
             df = pd.DataFrame(c["trace"])
             df["step"] = c["step"]
             frames.append(df)
@@ -119,7 +120,7 @@ def plot_topics(df: pd.DataFrame, title: str, path: Path) -> None:
 def capability_frame(runs: Path) -> pd.DataFrame:
     recs = []
     for r in discover_runs(runs):  # seeds only label rows here; they are averaged per step
-        for c in load_trajectory(r.path)["checkpoints"]:
+        for c in RunDir(r.path).checkpoint_records():
             nll = c.get("metrics", {}).get("capability/heldout_nll")
             if nll is not None:
                 recs.append({"phase": r.phase, "seed": r.seed, "step": c["step"], "nll": nll})

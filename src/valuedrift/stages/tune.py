@@ -31,11 +31,12 @@ from typing import Any
 
 import yaml
 
-from valuedrift.config import load_params
-from valuedrift.data.schemas import write_json
-from valuedrift.redaction import redact
-from valuedrift.sweep import Sweep, best_tags, best_trials, choice_of, count_trials
-from valuedrift.sweep_space import override_keys
+from valuedrift.config.load import load_params
+from valuedrift.core.io import write_json
+from valuedrift.core.redaction import redact
+from valuedrift.train.po import sft_final
+from valuedrift.tune.space import override_keys
+from valuedrift.tune.study import Sweep, best_tags, best_trials, choice_of, count_trials
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,6 @@ def main(argv: list[str] | None = None) -> None:
     workers = a.workers or params.tune.workers
     if workers < 1 or a.worker_index < 0 or (a.n_trials is not None and a.n_trials < 1):
         raise SystemExit("--workers and --n-trials must be >= 1, --worker-index >= 0")
-    from valuedrift.train.po import sft_final
 
     sft_model = Path(a.sft_model) if a.sft_model else sft_final(params)
     sweep = Sweep.open(params, sft_model, Path(a.out), a.worker_index)

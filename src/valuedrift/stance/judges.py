@@ -42,8 +42,10 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
-from valuedrift.config import ConfigError, JudgeConfig
-from valuedrift.data.schemas import STANCES
+from valuedrift.config.schema.evaluation import JudgeConfig
+from valuedrift.core.errors import ConfigError
+from valuedrift.core.vocab import STANCES
+from valuedrift.models import BUNDLED, check_model_spec, load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +128,6 @@ def load_template(path: str | Path, key: str = "template") -> JudgeTemplate:
 @dataclass
 class Judgement:
     """Judge output for n items: ``probs`` (n, 3) in STANCES order, ``label_mass`` (n,)."""
-
     probs: np.ndarray
     label_mass: np.ndarray
 
@@ -160,7 +161,6 @@ def calibrated(j: Judgement, prior: np.ndarray) -> Judgement:
 
 class HFJudge:
     """A local causal LM as judge: λ_s = log-prob of the label continuation after the rendered prompt."""
-
     def __init__(self, name: str, model: Any, tokenizer: Any, template: JudgeTemplate, batch_size: int = 8, calibrate: bool = False):
         self.name, self.model, self.tokenizer, self.template = name, model, tokenizer, template
         self.batch_size, self.calibrate = batch_size, calibrate
@@ -200,7 +200,6 @@ class HFJudge:
 
 class JudgeHTTPError(RuntimeError):
     """The judge endpoint failed; the message names the URL and status, never the key."""
-
 
 def post_json(url: str, body: dict[str, Any], api_key: str | None, timeout_s: float, retries: int, who: str) -> dict[str, Any]:
     """POST ``body`` to an OpenAI-compatible endpoint and return the JSON reply.
@@ -242,7 +241,6 @@ def match_label(token: str, labels: dict[str, str]) -> str | None:
 
 class OpenAIJudge:
     """An OpenAI-compatible chat endpoint as judge, from the first reply token's ``top_logprobs``."""
-
     def __init__(
         self,
         name: str,
@@ -346,7 +344,6 @@ def check_judge(cfg: JudgeConfig, key: str) -> JudgeTemplate:
     """Checks that need the file system (template, model path, key variable); no model is loaded."""
     template = load_template(cfg.template, f"{key}.template")
     if cfg.kind == "hf":
-        from valuedrift.models import BUNDLED, check_model_spec
 
         if cfg.model in BUNDLED:
             raise ConfigError(f"{key}.model", f"{cfg.model!r} is a bundled name: run `valuedrift prepare-model` and use its folder (models/base)")
@@ -366,7 +363,6 @@ def build_judge(name: str, cfg: JudgeConfig, key: str, dtype: str = "float32", d
         return OpenAIJudge(
             name, str(cfg.base_url), cfg.model, template, api_key, cfg.top_logprobs, cfg.timeout_s, cfg.max_retries, cfg.concurrency, cfg.calibrate
         )
-    from valuedrift.models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model, trust_remote_code)
     model = load_model(cfg.model, dtype, device, trust_remote_code)

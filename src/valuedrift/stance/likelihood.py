@@ -41,7 +41,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from valuedrift.data.schemas import STANCES, Probe
+from valuedrift.core.vocab import STANCES
+from valuedrift.data.schemas import Probe
 from valuedrift.stance.prefix_tree import PackedTree, pack_prefix_tree
 
 log = logging.getLogger(__name__)

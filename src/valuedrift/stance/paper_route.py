@@ -18,8 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from valuedrift.config import PaperRouteConfig
-from valuedrift.data.schemas import STANCES, Probe
+from valuedrift.config.schema.evaluation import PaperRouteConfig
+from valuedrift.core.vocab import STANCES
+from valuedrift.data.schemas import Probe
 from valuedrift.stance.judges import Judge
 from valuedrift.stance.sampling import Sample, generate_samples
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import pandas as pd
 
-from valuedrift.data.schemas import STANCES, DataError
-from valuedrift.drift import jsd_alignment, w1_alignment
-from valuedrift.stance.vectors import ALL
+from valuedrift.core.errors import DataError
+from valuedrift.core.vocab import ALL, STANCES
+from valuedrift.metrics.drift import jsd_alignment, w1_alignment
 
 
 @dataclass(frozen=True)

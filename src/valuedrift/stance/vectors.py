@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from valuedrift.data.schemas import STANCES
+from valuedrift.core.vocab import STANCES
 
 ALL = "all"
 

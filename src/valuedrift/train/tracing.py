@@ -26,11 +26,12 @@ from typing import Any
 import pandas as pd
 from transformers import TrainerCallback
 
-from valuedrift.data.schemas import Probe, iter_jsonl, write_json, write_jsonl
+from valuedrift.core.io import iter_jsonl, write_json, write_jsonl
+from valuedrift.core.rundir import EVALS_DIR, RunDir
+from valuedrift.data.schemas import Probe
 from valuedrift.stance.likelihood import LikelihoodScorer
 from valuedrift.stance.vectors import metric_dict, value_vectors
 from valuedrift.tracking import Tracker
-from valuedrift.trajectory import TRAJECTORY_FILE, load_trajectory
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,12 @@ def scorer_signature(scorer: Any) -> dict[str, Any]:
 def final_evaluation(run_dir: Path, signature: dict[str, Any], probe_ids: set[int]) -> tuple[list[dict[str, Any]], dict[str, float]] | None:
     """The per-probe rows and metrics of a run's last checkpoint, if it is a phase evaluation made with
     ``signature`` on exactly ``probe_ids`` (so it can stand in for scoring the same weights again)."""
-    traj = StanceTracer.load_trajectory(run_dir)
+    run = RunDir(run_dir)
+    traj = run.trajectory()
     if not traj["checkpoints"] or traj.get("scorer") != signature:
         return None
     last = traj["checkpoints"][-1]
-    table = run_dir / "evals" / f"step_{last['step']:06d}.jsonl"
+    table = run.eval_table(last["step"])
     if not last["phase"] or not table.exists():
         return None
     rows = [obj for _, obj in iter_jsonl(table)]
@@ -76,17 +78,16 @@ class StanceTracer:
         self.phase_probes = phase_probes + [p for p in trace_probes if p.id not in {q.id for q in phase_probes}]
         self.trace_ids = trace_ids
         self.run_dir = Path(run_dir)
+        self.run = RunDir(run_dir)
         self.tracker = tracker
         self.n_boot, self.ci, self.seed = n_boot, ci, seed
-        self.trajectory = self.load_trajectory(self.run_dir)
+        self.trajectory = self.run.trajectory()
         self.eval_seconds = 0.0
         # called with each new checkpoint record after it is on disk and in MLflow (e.g. Optuna's
         # trial.report); an exception raised here (optuna.TrialPruned) stops training
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         # optional CapabilityProbe measured beside the stances at every checkpoint (capability/* metrics)
         self.capability: Any = None
-
-    load_trajectory = staticmethod(load_trajectory)
 
     def done(self, step: int, phase: bool) -> bool:
         """Whether ``step`` is already scored (a phase request needs a phase record)."""
@@ -138,12 +139,12 @@ class StanceTracer:
         if phase:
             record["full"] = value_vectors(table, self.n_boot, self.ci, self.seed).to_dict(orient="records")
         # disk first (source of truth), then MLflow
-        table_path = self.run_dir / "evals" / f"step_{step:06d}.jsonl"
+        table_path = self.run.eval_table(step)
         write_jsonl(table_path, rows)
         self.trajectory["checkpoints"] = [c for c in self.trajectory["checkpoints"] if c["step"] != step] + [record]
         self.trajectory["checkpoints"].sort(key=lambda c: c["step"])
         self.trajectory["scorer"] = self.scorer_signature()
-        write_json(self.run_dir / TRAJECTORY_FILE, self.trajectory)
+        write_json(self.run.trajectory_file, self.trajectory)
         self._mirror(record, table_path)
         for listener in self.listeners:
             listener(record)
@@ -168,8 +169,8 @@ class StanceTracer:
         if self.tracker is None:
             return
         self.tracker.log_metrics(self.record_metrics(record), step=record["step"])
-        self.tracker.log_artifact(table_path, "evals")
-        self.tracker.log_artifact(self.run_dir / TRAJECTORY_FILE)
+        self.tracker.log_artifact(table_path, EVALS_DIR)
+        self.tracker.log_artifact(self.run.trajectory_file)
 
     def sync_mlflow(self) -> int:
         """Re-send what is on disk but not in MLflow (after a crash, e.g. between the disk write and the
@@ -178,7 +179,7 @@ class StanceTracer:
         if self.tracker is None or not self.trajectory["checkpoints"]:
             return 0
         sent = self.tracker.sync_metrics({c["step"]: self.record_metrics(c) for c in self.trajectory["checkpoints"]})
-        self.tracker.sync_artifacts(sorted((self.run_dir / "evals").glob("step_*.jsonl")), "evals")
+        self.tracker.sync_artifacts(self.run.eval_tables(), EVALS_DIR)
         return sent
 
 

@@ -28,9 +28,9 @@ import re
 from collections import Counter
 from typing import Any
 
+from valuedrift.core.errors import DataError
 from valuedrift.data.loaders.probes import Where, field
 from valuedrift.data.loaders.records import messages, records
-from valuedrift.data.schemas import DataError
 
 log = logging.getLogger(__name__)
 

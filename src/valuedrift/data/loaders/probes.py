@@ -33,8 +33,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from valuedrift.data.probes import load_questions
-from valuedrift.data.schemas import DataError, Probe
+from valuedrift.core.errors import DataError
+from valuedrift.core.io import iter_jsonl
+from valuedrift.data.probes import _topic_slug, load_questions
+from valuedrift.data.schemas import Probe
 
 PRISM_TYPES: tuple[str, ...] = ("controversy guided", "values guided")
 Where = tuple[str, int | None]
@@ -72,7 +74,6 @@ def _load_local(path: Path, builder: str) -> Iterator[tuple[Where, dict[str, Any
         ds = load_dataset(builder, data_files=str(path), split="train")
     except Exception as e:  # noqa: BLE001 - locate the bad record ourselves, then report it with file:line
         if builder == "json":
-            from valuedrift.data.schemas import iter_jsonl
 
             for _ in iter_jsonl(path):  # raises DataError(file:line) on the first bad line
                 pass
@@ -138,7 +139,6 @@ def load_vprism(source: str) -> list[Probe]:
         path = path / "v_prism.jsonl"
     if path.exists():
         return load_questions(path)
-    from valuedrift.data.probes import _topic_slug
 
     probes, seen = [], set()
     for split in ("dev", "test"):

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from valuedrift.core.errors import DataError
 from valuedrift.data.loaders.probes import Where, rows
-from valuedrift.data.schemas import DataError
 
 HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
 BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}

@@ -23,9 +23,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from valuedrift.core.errors import DataError
 from valuedrift.data.loaders.probes import Where, field
 from valuedrift.data.loaders.records import messages, records
-from valuedrift.data.schemas import DataError
 
 log = logging.getLogger(__name__)
 

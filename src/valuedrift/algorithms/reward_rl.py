@@ -24,14 +24,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from valuedrift.train.algorithms import POLICY_TRAINERS, BuildContext
-from valuedrift.train.common import CHECKPOINTS, last_checkpoint
-from valuedrift.train.processes import is_main_process, wait_for_everyone
-from valuedrift.train.tracing import TrainLogCallback
+from valuedrift.algorithms.base import BuildContext
+from valuedrift.core.processes import is_main_process, wait_for_everyone
+from valuedrift.core.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-REWARD_DIR = "reward"
+POLICY_TRAINERS = ("rloo", "grpo")  # on-policy RL after the reward model: algorithms rm_rloo, rm_grpo
+REWARD_DIR = "reward"  # <run>/reward/ is a run folder of its own: checkpoints/ while training
 REWARD_MODEL = "reward_model"  # also the reward function's name in the RL logs: rewards/reward_model/mean
 
 
@@ -73,10 +73,10 @@ def train_reward_model(ctx: BuildContext, callbacks: list[Any] | None = None) ->
         log.info("reward model already trained: %s", out)
         return out
     hp = ctx.hparams
-    phase_dir = Path(ctx.run_dir) / REWARD_DIR
+    phase_dir = RunDir(Path(ctx.run_dir) / REWARD_DIR)
     kwargs = {
         **ctx.train_kwargs,
-        "output_dir": str(phase_dir / CHECKPOINTS),
+        "output_dir": str(phase_dir.checkpoints),
         "max_steps": hp["reward_steps"],
         "learning_rate": hp["reward_learning_rate"],
         "save_steps": max(1, hp["reward_steps"] // 2),
@@ -89,13 +89,13 @@ def train_reward_model(ctx: BuildContext, callbacks: list[Any] | None = None) ->
         args=RewardConfig(**kwargs, max_length=ctx.max_length),
         train_dataset=truncated_pairs(ctx.dataset, ctx.tokenizer, ctx.max_length),
         processing_class=ctx.tokenizer,
-        callbacks=[TrainLogCallback(ctx.tracker, f"{REWARD_MODEL}/"), *(callbacks or [])],
+        callbacks=[*ctx.log_callbacks(f"{REWARD_MODEL}/"), *(callbacks or [])],
     )
-    resume = last_checkpoint(phase_dir)
+    resume = phase_dir.last_checkpoint()
     if resume:
         log.info("resuming the reward model from %s", resume)
     log.info("phase 1/2: training the reward model for %d steps (RewardTrainer)", hp["reward_steps"])
-    trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trainer.save_model(str(out))
     if is_main_process():
         ctx.tokenizer.save_pretrained(str(out))

@@ -26,8 +26,10 @@ from typing import Any
 
 import yaml
 
-from valuedrift.config import STANCES, ConfigError, _check
-from valuedrift.drift import jsd_alignment, w1_alignment
+from valuedrift.core.errors import ConfigError, check
+from valuedrift.core.vocab import STANCES
+from valuedrift.data.schemas import TOPIC_SLUGS
+from valuedrift.metrics.drift import jsd_alignment, w1_alignment
 
 DIRECTIONS: dict[str, str] = {
     "toward_target": "maximize",
@@ -52,12 +54,12 @@ def topics_of(vectors: list[dict[str, Any]], split: str) -> list[str]:
 
 
 def _profile(obj: Any, key: str) -> dict[str, float]:
-    _check(isinstance(obj, dict) and set(obj) == set(STANCES), key, f"a profile maps exactly {', '.join(STANCES)} to shares, got {obj!r}")
+    check(isinstance(obj, dict) and set(obj) == set(STANCES), key, f"a profile maps exactly {', '.join(STANCES)} to shares, got {obj!r}")
     for s in STANCES:
         v = obj[s]
-        _check(not isinstance(v, bool) and isinstance(v, int | float) and v >= 0, f"{key}.{s}", f"must be a share >= 0, got {v!r}")
+        check(not isinstance(v, bool) and isinstance(v, int | float) and v >= 0, f"{key}.{s}", f"must be a share >= 0, got {v!r}")
     total = sum(obj[s] for s in STANCES)
-    _check(abs(total - 1) < 1e-3, key, f"shares must sum to 1, got {total}")
+    check(abs(total - 1) < 1e-3, key, f"shares must sum to 1, got {total}")
     return {s: obj[s] / total for s in STANCES}
 
 
@@ -67,14 +69,12 @@ def parse_reference(obj: Any, key: str) -> dict[str, dict[str, float]]:
     Accepted: one profile ``{support, neutral, oppose}`` (compared with the split's "all" vector), or a
     mapping of topic slugs (and/or ``all``) to profiles.
     """
-    from valuedrift.data.schemas import TOPIC_SLUGS
-
-    _check(isinstance(obj, dict) and bool(obj), key, f"expected a profile or a mapping of topics to profiles, got {obj!r}")
+    check(isinstance(obj, dict) and bool(obj), key, f"expected a profile or a mapping of topics to profiles, got {obj!r}")
     if set(obj) <= set(STANCES):
         return {ALL: _profile(obj, key)}
     out = {}
     for topic, prof in obj.items():
-        _check(topic == ALL or topic in TOPIC_SLUGS, f"{key}.{topic}", f"unknown topic; allowed: all, {', '.join(TOPIC_SLUGS)}")
+        check(topic == ALL or topic in TOPIC_SLUGS, f"{key}.{topic}", f"unknown topic; allowed: all, {', '.join(TOPIC_SLUGS)}")
         out[topic] = _profile(prof, f"{key}.{topic}")
     return out
 
@@ -86,7 +86,7 @@ def load_reference(spec: dict[str, Any] | str, profiles_dir: str | Path, key: st
     path = Path(spec)
     if not path.exists():
         named = Path(profiles_dir) / f"{spec}.json"
-        _check(named.exists(), key, f"{spec!r} is neither a file nor a profile in {profiles_dir}/")
+        check(named.exists(), key, f"{spec!r} is neither a file nor a profile in {profiles_dir}/")
         path = named
     text = path.read_text(encoding="utf-8")
     try:
@@ -99,7 +99,6 @@ def load_reference(spec: dict[str, Any] | str, profiles_dir: str | Path, key: st
 @dataclass
 class ObjectiveSpec:
     """What a study optimises, resolved (target a stance, reference loaded)."""
-
     names: list[str]
     target: str
     split: str
@@ -115,7 +114,7 @@ class ObjectiveSpec:
         if self.reference is None or "align" not in self.names or ALL in self.reference:
             return
         scored = topics_of(vectors, self.split)
-        _check(
+        check(
             any(t in scored for t in self.reference),
             "tune.reference",
             f"none of its topics ({', '.join(self.reference)}) is scored on split {self.split!r} ({', '.join(scored)})",

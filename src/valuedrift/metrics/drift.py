@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from valuedrift.data.schemas import STANCES
+from valuedrift.core.vocab import STANCES
 
 ORDINAL: tuple[str, ...] = ("oppose", "neutral", "support")
 

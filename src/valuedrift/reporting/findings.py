@@ -26,8 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from valuedrift.config import STANCES
-from valuedrift.stance.vectors import ALL
+from valuedrift.core.vocab import ALL, STANCES
 
 FAST_DRIFT_TIME = 0.25
 STYLE_ONLY_BARELY = 0.05

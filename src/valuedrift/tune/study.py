@@ -30,7 +30,6 @@ stance metrics (logged by the tracer), the running and final objective values an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -49,28 +48,37 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from transformers import TrainerCallback
 
-from valuedrift.config import ConfigError, Params, TuneConfig, _check, flatten, to_dict
-from valuedrift.redaction import redact  # storage URLs may hold a password
-from valuedrift.sweep_objectives import ObjectiveSpec, load_reference
-from valuedrift.sweep_space import (
+from valuedrift.algorithms.registry import algorithm_hparams
+from valuedrift.config.schema.params import Params
+from valuedrift.config.schema.parse import flatten, to_dict
+from valuedrift.config.schema.tune import TuneConfig
+from valuedrift.core.errors import ConfigError, check
+from valuedrift.core.io import fingerprint, tree_digest, write_jsonl
+from valuedrift.core.paths import preference_file
+from valuedrift.core.redaction import redact  # storage URLs may hold a password
+from valuedrift.core.rundir import RunDir
+from valuedrift.data.bank import load_bank
+from valuedrift.data.leaks import assert_no_leaks
+from valuedrift.data.preferences import generate_pairs, resolve_target, value_gap
+from valuedrift.data.probes import load_probe_bank
+from valuedrift.generation.lm_answers import lm_response_bank
+from valuedrift.generation.preference_sets import plan_sets
+from valuedrift.models import load_model, load_tokenizer
+from valuedrift.tracking import Tracker, provenance_tags
+from valuedrift.train.po import po_inputs, run_po
+from valuedrift.train.scaffold import make_traced_run, run_fingerprint, seed_run_dir
+from valuedrift.train.tracing import StanceTracer
+from valuedrift.tune.objectives import ObjectiveSpec, load_reference
+from valuedrift.tune.space import (
     Choice,
     Dimension,
+    apply_choice,
     dimensions,
     enqueue_values,
     grid_space,
     sampler_name,
     suggest,
 )
-from valuedrift.tracking import Tracker, provenance_tags
-from valuedrift.train.common import (
-    CHECKPOINTS,
-    FINAL,
-    FINGERPRINT_FILE,
-    file_digest,
-    fingerprint,
-    seed_run_name,
-)
-from valuedrift.train.tracing import TRAJECTORY_FILE, StanceTracer
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +101,10 @@ def resolve_storage(tune: TuneConfig) -> str:
 def check_storage(url: str) -> None:
     key = "tune.storage" if not os.environ.get(STORAGE_ENV) else f"${STORAGE_ENV}"
     if url.startswith(JOURNAL_PREFIX):
-        _check(bool(url[len(JOURNAL_PREFIX):].strip()), key, "journal:<file> needs a file path")
+        check(bool(url[len(JOURNAL_PREFIX):].strip()), key, "journal:<file> needs a file path")
         return
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
-    _check(scheme in RDB_SCHEMES, key, f"{redact(url)!r} is neither an RDB URL ({', '.join(RDB_SCHEMES)}://…) nor journal:<file>")
+    check(scheme in RDB_SCHEMES, key, f"{redact(url)!r} is neither an RDB URL ({', '.join(RDB_SCHEMES)}://…) nor journal:<file>")
 
 
 def make_storage(url: str, heartbeat_s: int, on_stale: Any) -> optuna.storages.BaseStorage:
@@ -141,11 +149,7 @@ def make_pruner(tune: TuneConfig) -> optuna.pruners.BasePruner:
 
 def model_digest(path: Path) -> str:
     """sha256 over the files of a model folder (names and contents)."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode())
-        h.update(file_digest(f).encode())
-    return h.hexdigest()
+    return tree_digest(path)
 
 
 def study_inputs(params: Params, sft_digest: str) -> dict[str, Any]:
@@ -238,7 +242,6 @@ def count_trials(study: optuna.Study) -> TrialCounts:
 class _KeepFailed(Exception):
     """Raised inside a reopened MLflow run so that MLflow closes it as FAILED."""
 
-
 @dataclass
 class Sweep:
     """One worker's view of a study: params, storage, baseline record, objectives and the MLflow parent."""
@@ -271,9 +274,6 @@ class Sweep:
     @classmethod
     def open(cls, params: Params, sft_model: Path, out: Path, worker_index: int = 0) -> Sweep:
         """Check everything, then load or create the study, score the baseline and open the MLflow parent."""
-        from valuedrift.data.bank import load_bank
-        from valuedrift.data.probes import load_probe_bank
-
         tune = params.tune
         url = resolve_storage(tune)
         check_storage(url)
@@ -322,14 +322,12 @@ class Sweep:
         """Score the SFT checkpoint once (step 0 of every trial); cached on disk under the inputs' hash."""
         from filelock import FileLock
 
-        from valuedrift.models import load_model, load_tokenizer
-        from valuedrift.train.common import make_traced_run
 
         p = self.params
         self.baseline_dir = self.work_dir / f"baseline-{fingerprint(self.inputs)[:12]}"
         self.baseline_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.baseline_dir) + ".lock"):
-            traj = StanceTracer.load_trajectory(self.baseline_dir)
+            traj = RunDir(self.baseline_dir).trajectory()
             start = [c for c in traj["checkpoints"] if c["step"] == 0 and c["phase"]]
             if start:
                 self.baseline = start[0]
@@ -337,14 +335,13 @@ class Sweep:
                 log.info("scoring the SFT checkpoint %s (baseline of every trial)", self.sft_model)
                 tokenizer = load_tokenizer(self.sft_model, p.model.trust_remote_code)
                 model = load_model(self.sft_model, p.model.dtype, p.model.device, p.model.trust_remote_code)
-                traced = make_traced_run(p, self.baseline_dir, tokenizer, p.po.eval_every)
-                traced.tracer.tracker = None  # the baseline goes to the parent run, not to a run of its own
+                # tracker None: the baseline goes to the parent run, not to a run of its own
+                traced = make_traced_run(p.eval, p.probe_seed, p.seed, None, RunDir(self.baseline_dir), tokenizer, p.po.eval_every)
                 self.baseline = traced.tracer.evaluate(model, 0, phase=True)
                 del model
         self.profile = StanceTracer.summary(self.baseline)
 
     def _target(self) -> str:
-        from valuedrift.data.preferences import resolve_target
 
         if self.tune.target != "auto":
             return self.tune.target
@@ -361,7 +358,7 @@ class Sweep:
         """Open (or reopen) the sweep's parent MLflow run; its id lives in the study, shared by every worker."""
         assert self.study is not None
         run_id = self.study.user_attrs.get(PARENT_ATTR)
-        id_file = self.parent_dir / "mlflow_run_id"
+        id_file = RunDir(self.parent_dir).run_id_file
         self.parent_dir.mkdir(parents=True, exist_ok=True)
         if run_id:
             id_file.write_text(run_id + "\n")
@@ -409,9 +406,6 @@ class Sweep:
         return self.work_dir / "trials" / f"{number:04d}"
 
     def objective(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        from valuedrift.sweep_space import apply_choice
-        from valuedrift.train.po import preference_path, run_fingerprint, run_po
-
         assert self.spec is not None
         trial.set_user_attr("worker", worker_identity(self.worker_index))
         pref = self.tune.preference_set
@@ -424,13 +418,14 @@ class Sweep:
             trial.set_user_attr("algorithm", choice.algorithm)
             trial_params = apply_choice(self.params, self.tune, choice)
             # the folder run_po writes to (…/seeds/<k> when seed is not seeds[0])
-            run_dir = trial_dir / seed_run_name(f"{choice.algorithm}-{pref}", trial_params.seed, trial_params)
+            run_dir = seed_run_dir(trial_dir, f"{choice.algorithm}-{pref}", trial_params).path
             trial.set_user_attr("run_dir", str(run_dir))
             processed = trial_dir / "processed"
-            data_file = preference_path(processed, pref)
+            data_file = preference_file(processed, pref)
             gap = self.write_preference_set(trial_params, data_file)
-            hparams = trial_params.po.algorithm_hparams(choice.algorithm)
-            self.start_from_baseline(run_dir, run_fingerprint(trial_params, choice.algorithm, hparams, data_file, self.sft_model))
+            hparams = algorithm_hparams(trial_params.po.hparams, choice.algorithm)
+            inputs = po_inputs(trial_params, choice.algorithm, hparams)
+            self.start_from_baseline(run_dir, run_fingerprint(trial_params, inputs, data_file, self.sft_model))
             callback = TrialCallback(self, trial, run_dir, choice, {f"data/gap/{s}": v for s, v in gap.items()})
             run_po(trial_params, self.sft_model, processed, trial_dir, choice.algorithm, pref, callbacks=[callback])
             values = callback.final_values
@@ -457,16 +452,10 @@ class Sweep:
         """The trial's preference set, built as the preferences stage builds it (same seed, target and
         generator) but with the trial's gap; returns its value gap per stance (chosen − rejected shares).
         The stage's gap analysis (bootstrap table, plot) is left out: the gap is exact by construction."""
-        from valuedrift.data.leaks import assert_no_leaks
-        from valuedrift.data.preferences import generate_pairs, value_gap
-        from valuedrift.data.schemas import write_jsonl
-        from valuedrift.stages.preferences import plan_sets
-
         name = self.tune.preference_set
         plan = plan_sets(trial_params, [name], self.questions, self.bank, self.profile)[0]
         bank = self.bank
         if plan.cfg.generator != "bank":
-            from valuedrift.data.lm_generator import lm_response_bank
 
             bank, _ = lm_response_bank(plan.cfg, self.questions, plan.seed, plan.key, trial_params)
         pairs = generate_pairs(plan.cfg, self.questions, bank, plan.seed, plan.target, plan.key)
@@ -478,12 +467,7 @@ class Sweep:
         """Give the trial's run directory the baseline record as its step 0, under run_po's fingerprint,
         so run_po's tracer skips re-scoring the SFT checkpoint (and re-sends step 0 to the trial's run)."""
         assert self.baseline_dir is not None
-        run_dir.mkdir(parents=True)
-        (run_dir / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": run_fp}) + "\n")
-        shutil.copy(self.baseline_dir / TRAJECTORY_FILE, run_dir / TRAJECTORY_FILE)
-        (run_dir / "evals").mkdir()
-        for f in (self.baseline_dir / "evals").glob("*.jsonl"):
-            shutil.copy(f, run_dir / "evals" / f.name)
+        RunDir(run_dir).seed_from(RunDir(self.baseline_dir), run_fp)
 
     # -- interrupted trials ------------------------------------------------------------------------------
     def on_interrupted(self, study: optuna.Study, frozen: FrozenTrial) -> None:
@@ -555,9 +539,8 @@ def drop_models(trial_dir: Path) -> None:
     """Delete a trial's saved weights (its stance tables, trajectory and preference data stay)."""
     if not trial_dir.exists():
         return
-    for d in sorted(trial_dir.rglob("*"), reverse=True):
-        if d.is_dir() and (d.name in (FINAL, CHECKPOINTS) or (d / "model.safetensors").exists()):
-            shutil.rmtree(d, ignore_errors=True)
+    for d in RunDir(trial_dir).model_folders():
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def best_trials(sweep: Sweep) -> list[FrozenTrial]:
@@ -601,7 +584,6 @@ class TrialCallback(TrainerCallback):
       and reported with ``trial.report`` (one objective); the pruner may stop training (TrialPruned);
     - end: the final objective values (phase probes) as ``objective/<name>``.
     """
-
     def __init__(self, sweep: Sweep, trial: optuna.Trial, run_dir: Path, choice: Choice, extra_metrics: dict[str, float]):
         self.sweep, self.trial, self.run_dir, self.choice = sweep, trial, Path(run_dir), choice
         self.extra_metrics = extra_metrics
@@ -616,9 +598,9 @@ class TrialCallback(TrainerCallback):
         self.tracker.set_tags(tags)
         self.tracker.log_params({f"trial.{k}": v for k, v in {"algorithm": self.choice.algorithm, **self.choice.values}.items()})
         self.tracker.log_metrics(self.extra_metrics, step=0)
-        id_file = self.run_dir / "mlflow_run_id"
-        if id_file.exists():
-            self.trial.set_user_attr("mlflow_run_id", id_file.read_text().strip())
+        run_id = RunDir(self.run_dir).run_id()
+        if run_id:
+            self.trial.set_user_attr("mlflow_run_id", run_id)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         control.should_save = False  # trials are retried whole, never resumed from a checkpoint
@@ -629,7 +611,7 @@ class TrialCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return
         self._report(prune=False)
-        final = StanceTracer.load_trajectory(self.run_dir)["checkpoints"][-1]
+        final = RunDir(self.run_dir).checkpoint_records()[-1]
         assert self.sweep.spec is not None
         self.final_values = self.sweep.spec.values(self.sweep.baseline, final, final=True)
         self.tracker.log_metrics({f"objective/{k}": v for k, v in self.final_values.items()}, step=final["step"])
@@ -638,7 +620,7 @@ class TrialCallback(TrainerCallback):
     def _report(self, prune: bool) -> None:
         spec = self.sweep.spec
         assert spec is not None
-        new = [c for c in StanceTracer.load_trajectory(self.run_dir)["checkpoints"] if c["step"] > self.last_step]
+        new = [c for c in RunDir(self.run_dir).checkpoint_records() if c["step"] > self.last_step]
         for record in new:
             values = spec.values(self.sweep.baseline, record, final=False)
             self.tracker.log_metrics({f"objective/running/{k}": v for k, v in values.items()}, step=record["step"])

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from valuedrift.data.schemas import STANCES, write_json
-from valuedrift.stance.vectors import ALL, bootstrap_mean_ci
+from valuedrift.core.io import write_json
+from valuedrift.core.vocab import ALL, STANCES
+from valuedrift.stance.vectors import bootstrap_mean_ci
 
 SIDES = ("chosen", "rejected")
 

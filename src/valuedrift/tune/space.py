@@ -21,24 +21,25 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from valuedrift.config import ConfigError, RangeConfig, TuneConfig, _check
-
-if TYPE_CHECKING:
-    from valuedrift.config import Params
+from valuedrift.algorithms.registry import ALGORITHMS
+from valuedrift.config.schema.params import Params
+from valuedrift.config.schema.tune import RangeConfig, TuneConfig
+from valuedrift.core.errors import ConfigError, check
+from valuedrift.tune.objectives import parse_reference
 
 ALGORITHM_PARAM = "algorithm"
 
 
 def _shared_bounds(name: str, low: float | None, high: float | None, low_open: bool = False) -> Callable[[str, Any], None]:
-    def check(key: str, v: Any) -> None:
+    def check_value(key: str, v: Any) -> None:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ConfigError(key, f"expected a number, got {v!r}")
-        _check(low is None or (v > low if low_open else v >= low), key, f"{name} must be {'>' if low_open else '>='} {low}, got {v}")
-        _check(high is None or v <= high, key, f"{name} must be <= {high}, got {v}")
+        check(low is None or (v > low if low_open else v >= low), key, f"{name} must be {'>' if low_open else '>='} {low}, got {v}")
+        check(high is None or v <= high, key, f"{name} must be <= {high}, got {v}")
 
-    return check
+    return check_value
 
 
 # shared dimension -> (integer?, value check)
@@ -117,22 +118,21 @@ def _check_range(rng: RangeConfig, key: str, integer: bool, check_value: Callabl
     for end in ("low", "high"):
         value = getattr(rng, end)
         if integer:
-            _check(float(value).is_integer(), f"{key}.{end}", f"must be an integer, got {value}")
+            check(float(value).is_integer(), f"{key}.{end}", f"must be an integer, got {value}")
             value = int(value)
         check_value(f"{key}.{end}", value)
     if integer and rng.step is not None:
-        _check(float(rng.step).is_integer(), f"{key}.step", f"must be an integer, got {rng.step}")
+        check(float(rng.step).is_integer(), f"{key}.step", f"must be an integer, got {rng.step}")
 
 
 def _hparam_dimension(algorithm: str, name: str, rng: RangeConfig, key: str) -> Dimension:
-    from valuedrift.train.algorithms import ALGORITHMS
 
     algo = ALGORITHMS[algorithm]
-    _check(name in algo.hparams, key, f"unknown hyperparameter for {algorithm}; allowed: {', '.join(algo.hparams)}")
+    check(name in algo.hparams, key, f"unknown hyperparameter for {algorithm}; allowed: {', '.join(algo.hparams)}")
     hp = algo.hparams[name]
     as_list = isinstance(hp.default, list)
     numeric = hp.choices is None and not as_list and isinstance(hp.default, int | float) and not isinstance(hp.default, bool)
-    _check(numeric or rng.choices is not None, key, f"{algorithm}.{name} takes a list of choices, not a low/high range")
+    check(numeric or rng.choices is not None, key, f"{algorithm}.{name} takes a list of choices, not a low/high range")
     integer = numeric and isinstance(hp.default, int)
     _check_range(rng, key, integer, hp.check, as_list)
     return Dimension(f"{algorithm}.{name}", key, rng, integer=integer, as_list=as_list)
@@ -143,7 +143,7 @@ def dimensions(tune: TuneConfig, key: str = "tune") -> dict[str, list[Dimension]
     shared = []
     for name, rng in tune.space.items():
         k = f"{key}.space.{name}"
-        _check(name in SHARED, k, f"not a shared dimension; allowed: {', '.join(SHARED)} (algorithm ranges go in {key}.hparams)")
+        check(name in SHARED, k, f"not a shared dimension; allowed: {', '.join(SHARED)} (algorithm ranges go in {key}.hparams)")
         integer, check_value = SHARED[name]
         _check_range(rng, k, integer, check_value)
         shared.append(Dimension(name, k, rng, integer=integer))
@@ -156,26 +156,24 @@ def dimensions(tune: TuneConfig, key: str = "tune") -> dict[str, list[Dimension]
 
 def check_tune(tune: TuneConfig, key: str = "tune") -> None:
     """Everything about ``tune`` that needs the registry; raises ConfigError naming the key."""
-    from valuedrift.train.algorithms import ALGORITHMS
-
-    _check(bool(tune.algorithms), f"{key}.algorithms", "must list at least one algorithm")
+    check(bool(tune.algorithms), f"{key}.algorithms", "must list at least one algorithm")
     for i, a in enumerate(tune.algorithms):
-        _check(a in ALGORITHMS, f"{key}.algorithms[{i}]", f"unknown algorithm {a!r}; valid: {', '.join(ALGORITHMS)}")
-        _check(a not in tune.algorithms[:i], f"{key}.algorithms[{i}]", f"{a!r} is listed twice")
+        check(a in ALGORITHMS, f"{key}.algorithms[{i}]", f"unknown algorithm {a!r}; valid: {', '.join(ALGORITHMS)}")
+        check(a not in tune.algorithms[:i], f"{key}.algorithms[{i}]", f"{a!r} is listed twice")
     for a, given in tune.hparams.items():
-        _check(a in tune.algorithms, f"{key}.hparams.{a}", f"{a!r} is not in {key}.algorithms ({', '.join(tune.algorithms)})")
-        _check(isinstance(given, dict), f"{key}.hparams.{a}", "expected a mapping of hyperparameter ranges")
+        check(a in tune.algorithms, f"{key}.hparams.{a}", f"{a!r} is not in {key}.algorithms ({', '.join(tune.algorithms)})")
+        check(isinstance(given, dict), f"{key}.hparams.{a}", "expected a mapping of hyperparameter ranges")
     dims = dimensions(tune, key)
     if sampler_name(tune) == "grid":
-        _check(
+        check(
             len(tune.algorithms) == 1,
             f"{key}.algorithms",
             "the grid sampler sweeps one algorithm at a time (its hyperparameters are conditional on it); run one study per algorithm",
         )
         for d in dims[tune.algorithms[0]]:
-            _check(d.discrete, d.key, "the grid sampler needs choices or a step here")
-        _check(bool(dims[tune.algorithms[0]]), f"{key}.space", "the grid sampler needs at least one dimension")
-        _check(not tune.enqueue, f"{key}.enqueue", "the grid sampler runs its own points; enqueue needs tpe, random or nsga2")
+            check(d.discrete, d.key, "the grid sampler needs choices or a step here")
+        check(bool(dims[tune.algorithms[0]]), f"{key}.space", "the grid sampler needs at least one dimension")
+        check(not tune.enqueue, f"{key}.enqueue", "the grid sampler runs its own points; enqueue needs tpe, random or nsga2")
     for i, entry in enumerate(tune.enqueue):
         enqueue_values(tune, entry, f"{key}.enqueue[{i}]", dims)
 
@@ -190,23 +188,23 @@ def sampler_name(tune: TuneConfig) -> str:
 def enqueue_values(tune: TuneConfig, entry: Any, key: str, dims: dict[str, list[Dimension]] | None = None) -> dict[str, Any]:
     """A ``tune.enqueue`` entry (params.yaml values) -> Optuna's stored values, checked against the space."""
     dims = dims or dimensions(tune)
-    _check(isinstance(entry, dict), key, "expected a mapping of parameter name -> value")
+    check(isinstance(entry, dict), key, "expected a mapping of parameter name -> value")
     if len(tune.algorithms) > 1:
-        _check(ALGORITHM_PARAM in entry, f"{key}.{ALGORITHM_PARAM}", f"must name one of {', '.join(tune.algorithms)}")
+        check(ALGORITHM_PARAM in entry, f"{key}.{ALGORITHM_PARAM}", f"must name one of {', '.join(tune.algorithms)}")
         algorithm = entry[ALGORITHM_PARAM]
-        _check(algorithm in tune.algorithms, f"{key}.{ALGORITHM_PARAM}", f"{algorithm!r} is not in tune.algorithms")
+        check(algorithm in tune.algorithms, f"{key}.{ALGORITHM_PARAM}", f"{algorithm!r} is not in tune.algorithms")
         out: dict[str, Any] = {ALGORITHM_PARAM: algorithm}
     else:
         algorithm = tune.algorithms[0]
-        _check(ALGORITHM_PARAM not in entry or entry[ALGORITHM_PARAM] == algorithm, f"{key}.{ALGORITHM_PARAM}",
+        check(ALGORITHM_PARAM not in entry or entry[ALGORITHM_PARAM] == algorithm, f"{key}.{ALGORITHM_PARAM}",
                f"the study sweeps only {algorithm}")
         out = {}
     by_name = {d.name: d for d in dims[algorithm]}
     for name, value in entry.items():
         if name == ALGORITHM_PARAM:
             continue
-        _check(name in by_name, f"{key}.{name}", f"not a dimension of {algorithm}'s search space ({', '.join(by_name) or 'none'})")
-        _check(by_name[name].contains(value), f"{key}.{name}", f"{value!r} lies outside {by_name[name].key}")
+        check(name in by_name, f"{key}.{name}", f"not a dimension of {algorithm}'s search space ({', '.join(by_name) or 'none'})")
+        check(by_name[name].contains(value), f"{key}.{name}", f"{value!r} lies outside {by_name[name].key}")
         out[name] = by_name[name].encode(value)
     return out
 
@@ -214,7 +212,6 @@ def enqueue_values(tune: TuneConfig, entry: Any, key: str, dims: dict[str, list[
 @dataclass
 class Choice:
     """What one trial trains: the algorithm and its decoded values, by Optuna parameter name."""
-
     algorithm: str
     values: dict[str, Any]
 
@@ -272,22 +269,21 @@ def override_keys(tune: TuneConfig, choice: Choice) -> dict[str, Any]:
 def check_tune_against_params(params: Params) -> None:
     """``tune`` keys that refer to other sections."""
     t = params.tune
-    _check(
+    check(
         t.preference_set in params.prepare_data.preference_sets,
         "tune.preference_set",
         f"{t.preference_set!r} is not defined in prepare_data.preference_sets ({', '.join(params.prepare_data.preference_sets)})",
     )
-    _check(
+    check(
         t.split == "all" or t.split in params.eval.splits,
         "tune.split",
         f"{t.split!r} is not scored: eval.splits is {params.eval.splits}",
     )
-    _check(
+    check(
         "capability" not in t.objectives or params.eval.capability_rows > 0,
         "tune.objectives",
         "objective 'capability' needs the capability probe: set eval.capability_rows > 0",
     )
     if isinstance(t.reference, dict):
-        from valuedrift.sweep_objectives import parse_reference
 
         parse_reference(t.reference, "tune.reference")

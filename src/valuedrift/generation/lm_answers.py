@@ -30,9 +30,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from valuedrift.config import ConfigError, LMGeneratorConfig, Params, PreferenceSetConfig
+from valuedrift.config.schema.data import LMGeneratorConfig, PreferenceSetConfig
+from valuedrift.config.schema.params import Params
+from valuedrift.core.errors import ConfigError
+from valuedrift.core.vocab import STANCES, STYLES
 from valuedrift.data.bank import BankAnswer, ResponseBank
-from valuedrift.data.schemas import STANCES, STYLES, Probe
+from valuedrift.data.preferences import question_pool
+from valuedrift.data.schemas import Probe
+from valuedrift.models import BUNDLED, check_model_spec, load_model, load_tokenizer
+from valuedrift.stance.judges import build_judge, check_judge, post_json
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +63,6 @@ def conditioned_prompt(question: Probe, stance: str, style: str) -> str:
 @dataclass(frozen=True)
 class Cell:
     """One generation request: question × requested stance × style."""
-
     question: Probe
     stance: str
     style: str
@@ -71,9 +76,6 @@ def styles_needed(cfg: PreferenceSetConfig) -> list[str]:
 
 def check_lm_settings(cfg: PreferenceSetConfig, key: str, params: Params) -> None:
     """Checks that need the file system or environment (model folder, judge template); nothing loads."""
-    from valuedrift.models import BUNDLED, check_model_spec
-    from valuedrift.stance.judges import check_judge
-
     if cfg.generator == "hf":
         if cfg.lm.model in BUNDLED:
             raise ConfigError(f"{key}.model", f"{cfg.lm.model!r} is a bundled name: run `valuedrift prepare-model` and use its folder (models/base)")
@@ -97,7 +99,6 @@ def select_questions(pool: list[Probe], n: int, seed: int) -> list[Probe]:
 
 def generate_hf(cells: list[Cell], lm: LMGeneratorConfig, seed: int, params: Params) -> list[list[str]]:
     """Sample ``lm.candidates`` answers per cell from a local causal LM (batched, seeded per batch)."""
-    from valuedrift.models import load_model, load_tokenizer
     from valuedrift.stance.sampling import generate_samples
 
     tokenizer = load_tokenizer(lm.model, params.model.trust_remote_code)
@@ -118,8 +119,6 @@ def generate_hf(cells: list[Cell], lm: LMGeneratorConfig, seed: int, params: Par
 
 def chat_completion(url: str, body: dict[str, Any], api_key: str | None, timeout_s: float, retries: int = 2) -> dict[str, Any]:
     """POST one OpenAI chat-completions request (the judges' :func:`~valuedrift.stance.judges.post_json`)."""
-    from valuedrift.stance.judges import post_json
-
     return post_json(url, body, api_key, timeout_s, retries, f"generator endpoint {url}")
 
 
@@ -186,9 +185,6 @@ def lm_response_bank(
 ) -> tuple[ResponseBank, list[dict[str, Any]]]:
     """Write, judge and filter answers for the set's questions; returns the bank (possibly without any
     question that has all three stances) and every candidate row."""
-    from valuedrift.data.preferences import question_pool
-    from valuedrift.stance.judges import build_judge
-
     pool = select_questions(question_pool(cfg, questions, None, key), cfg.lm.questions, seed)
     cells = [Cell(q, s, y) for q in pool for s in STANCES for y in styles_needed(cfg)]
     log.info("%s: generating %d × %d answers with %s (%s)", key, len(cells), cfg.lm.candidates, cfg.lm.model, cfg.generator)

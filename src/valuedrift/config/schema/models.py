@@ -1,0 +1,71 @@
+"""Sections ``model`` and ``tracking``: where the model comes from, where MLflow logs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from valuedrift.core.errors import check
+from valuedrift.core.redaction import redact
+
+
+@dataclass
+class ModelConfig:
+    """Which model to start from.
+
+    ``name`` is a bundled name (``smollm2-135m-instruct``, ``gemma3-270m``), a local folder with a
+    Hugging Face model, or a hub id such as ``Qwen/Qwen3-4B-Base`` (needs a network connection).
+    """
+
+    name: str = "smollm2-135m-instruct"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"
+
+    def validate(self, key: str) -> None:
+        check(bool(self.name.strip()), f"{key}.name", "must not be empty")
+        check(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith(("cuda", "mps")),
+            f"{key}.device",
+            f"{self.device!r} is not one of auto, cpu, cuda[:N], mps",
+        )
+        head = Path(self.name).parts[0] if "/" in self.name else None
+        check(
+            head is None or not Path(head).is_dir() or Path(self.name).exists(),
+            f"{key}.name",
+            f"local model path {self.name!r} does not exist (not read as a hub id org/name, since {head!r} is a local folder)",
+        )
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow settings. ``uri`` is overridden by the ``MLFLOW_TRACKING_URI`` environment variable."""
+
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "valuedrift"
+    check_timeout_s: float = 10.0
+    # an HTTP server that dies mid-run must not stall training for minutes (MLflow's own default is 7
+    # retries with exponential backoff, ~4 min per call): after these, the run continues disk-only
+    http_retries: int = 2
+    http_timeout_s: int = 30
+
+    def resolved_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.uri
+
+    def validate(self, key: str) -> None:
+        check(bool(self.experiment.strip()), f"{key}.experiment", "must not be empty")
+        check(self.check_timeout_s > 0, f"{key}.check_timeout_s", f"must be > 0 seconds, got {self.check_timeout_s}")
+        check(self.http_retries >= 0, f"{key}.http_retries", f"must be >= 0, got {self.http_retries}")
+        check(self.http_timeout_s >= 1, f"{key}.http_timeout_s", f"must be >= 1 second, got {self.http_timeout_s}")
+        uri = self.resolved_uri()
+        source = " (from $MLFLOW_TRACKING_URI)" if os.environ.get("MLFLOW_TRACKING_URI") else ""
+        check(
+            uri.startswith(("sqlite:///", "http://", "https://", "file:", "postgresql", "mysql", "databricks"))
+            or "://" not in uri,
+            f"{key}.uri",
+            f"{redact(uri)!r}{source} is not a tracking URI MLflow understands (sqlite:///…, http://…, postgresql://…)",
+        )

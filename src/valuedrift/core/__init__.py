@@ -1,0 +1,1 @@
+"""Leaves of the package: modules here import nothing else of valuedrift (import-linter keeps it so)."""

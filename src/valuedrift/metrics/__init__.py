@@ -1,0 +1,1 @@
+"""Pure functions of stance profiles: drift magnitude and time, alignment, value gap, agreement."""

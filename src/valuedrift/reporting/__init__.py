@@ -1,0 +1,1 @@
+"""What the report and the drift stage draw and write: paper-shaped tables, verdicts, figures."""

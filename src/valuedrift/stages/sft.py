@@ -1,0 +1,28 @@
+"""``sft`` stage: supervised fine-tuning with stance tracing, one run per corpus and training seed.
+
+``sft.corpora`` lists the corpora to train on (dvc.yaml runs one matrix entry per corpus with
+``--corpus``; without ``--corpus`` this command trains them one after another). An interrupted run
+resumes from its last checkpoint (:mod:`valuedrift.train.sft`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from valuedrift.core.errors import ConfigError
+from valuedrift.core.paths import SFT_RUNS
+from valuedrift.stages.args import parse, stage_parser
+from valuedrift.train.scaffold import per_seed
+from valuedrift.train.sft import run_sft
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = stage_parser("sft", __doc__, "base-model", "processed")
+    ap.add_argument("--corpus", default=None, help="one corpus of sft.corpora (default: each of them in turn)")
+    ap.add_argument("--out", default=str(SFT_RUNS), help=f"run folders (default: {SFT_RUNS})")
+    a, params = parse(ap, argv)
+    if a.corpus is not None and a.corpus not in params.sft.corpora:
+        raise ConfigError("--corpus", f"{a.corpus!r} is not in sft.corpora ({', '.join(params.sft.corpora)})")
+    for corpus in [a.corpus] if a.corpus else params.sft.corpora:
+        for p in per_seed(params):  # `seeds` repeats the run; the first seed's run is the plain folder
+            run_sft(p, Path(a.base_model), Path(a.processed), Path(a.out), corpus)

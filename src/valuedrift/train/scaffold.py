@@ -1,0 +1,229 @@
+"""The one run scaffold that ``sft`` and ``po`` share: a run folder that resumes, TrainingArguments,
+stance tracing, the MLflow run, training, and saving.
+
+A training kind supplies a :class:`RunPlan` (what differs: the start model, the data, the trainer) and
+:func:`train_traced` does the rest, in this order:
+
+1. fingerprint the run's inputs; a run folder made by other inputs starts afresh, one made by the same
+   inputs resumes from its last checkpoint, and a complete one is not trained again;
+2. seed everything, load the tokenizer, build the stance tracer (:mod:`valuedrift.train.tracing`);
+3. open the MLflow run (rank 0 only), log the training data as an input, call ``plan.before_train``;
+4. load the model, build the trainer, train (resuming), save ``final/``, drop the resume checkpoints.
+
+Under ``accelerate launch`` every rank trains; rank 0 alone prepares the run folder, scores stances and
+talks to MLflow (:mod:`valuedrift.core.processes`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from valuedrift.config.schema.evaluation import EvalConfig
+from valuedrift.config.schema.params import Params
+from valuedrift.config.schema.parse import flatten, to_dict
+from valuedrift.config.schema.training import TrainConfig
+from valuedrift.core.io import file_digest, fingerprint, write_json
+from valuedrift.core.paths import DATA
+from valuedrift.core.processes import is_main_process, main_process_first, world_size
+from valuedrift.core.rundir import RunDir, seed_run_name
+from valuedrift.data.bank import load_general
+from valuedrift.data.probes import load_probe_bank, select_probes
+from valuedrift.models import load_model, load_tokenizer, pick_device
+from valuedrift.stance.capability import CapabilityProbe, heldout_general_ids
+from valuedrift.stance.likelihood import LikelihoodScorer
+from valuedrift.tracking import Tracker, provenance_tags
+from valuedrift.train.tracing import StanceTraceCallback, StanceTracer, TrainLogCallback
+
+log = logging.getLogger(__name__)
+
+
+def seed_run_dir(out_root: Path, name: str, params: Params) -> RunDir:
+    """The run folder of ``name`` for training seed ``params.seed`` (``<name>`` or ``<name>/seeds/<k>``)."""
+    return RunDir(Path(out_root) / seed_run_name(name, params.seed, params.seeds[0]))
+
+
+def per_seed(params: Params) -> list[Params]:
+    """One copy of ``params`` per training seed (``seed`` replaced), in the order of ``seeds``.
+
+    ``eval.probe_seed`` is pinned to the top-level ``seed`` first (unless set), so every copy scores the
+    same probe subsets."""
+    ev = dataclasses.replace(params.eval, probe_seed=params.probe_seed)
+    return [dataclasses.replace(params, seed=s, eval=ev) for s in params.seeds]
+
+
+def prepare_run_dir(run: RunDir, fp: str) -> bool:
+    """Keep ``run`` for resuming if it was made by the same inputs; otherwise start it afresh.
+
+    Returns True when an earlier, interrupted run of the same inputs can be resumed.
+    """
+    if run.stored_fingerprint() == fp:
+        return True
+    if run.path.exists():
+        log.info("inputs changed since %s was written: starting it afresh", run.path)
+        run.reset()
+    run.write_fingerprint(fp)
+    return False
+
+
+def finish_run_dir(run: RunDir, log_history: list[dict[str, Any]]) -> None:
+    """A finished run keeps the trainer's log history in ``train_log.json`` (what ``valuedrift relog``
+    re-sends) and drops its resume checkpoints (GBs of optimizer state DVC would otherwise cache)."""
+    write_json(run.train_log, {"log_history": log_history})
+    run.drop_checkpoints()
+
+
+def training_kwargs(cfg: TrainConfig, seed: int, dtype: str, device: str, run: RunDir) -> dict[str, Any]:
+    """TrainingArguments shared by every TRL config. Checkpoints are saved at the evaluation cadence."""
+    return {
+        "output_dir": str(run.checkpoints),
+        "max_steps": cfg.max_steps,
+        "per_device_train_batch_size": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": cfg.lr_scheduler,
+        "warmup_steps": cfg.warmup_ratio,
+        "weight_decay": cfg.weight_decay,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": cfg.eval_every,
+        "save_total_limit": 2,
+        "report_to": [],
+        "seed": seed,
+        "data_seed": seed,
+        "use_cpu": pick_device(device) == "cpu",
+        "dataloader_num_workers": 0,
+        "bf16": dtype == "bfloat16",
+        "fp16": dtype == "float16",
+        # TRL configs switch gradient checkpointing on by default; on CPU it costs 10-17% per step
+        # (benchmarks/bench_algorithms.py) and a 135M model does not need the memory
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+    }
+
+
+@dataclass
+class TracedRun:
+    """Tracker + tracer + callback for one training run."""
+
+    tracker: Tracker | None
+    tracer: StanceTracer
+    callback: StanceTraceCallback
+
+
+def make_traced_run(
+    ev: EvalConfig, probe_seed: int, seed: int, tracker: Tracker | None, run: RunDir, tokenizer: Any, every: int,
+    data_dir: Path = DATA,
+) -> TracedRun:
+    """The stance tracer of a run: trace and phase probe subsets drawn with ``probe_seed``, the likelihood
+    scorer of ``eval``, and the capability probe when ``eval.capability_rows > 0``."""
+    bank = load_probe_bank(data_dir)
+    trace = select_probes(bank, ev.trace_probes_per_topic, ev.splits, probe_seed)
+    phase = select_probes(bank, ev.phase_probes_per_topic, ev.splits, probe_seed)
+    scorer = LikelihoodScorer(tokenizer, ev.temperature, ev.batch_size, ev.prompt_format, ev.system_prompt)
+    tracer = StanceTracer(scorer, trace, phase, run.path, tracker, ev.bootstrap, ev.ci, seed)
+    if ev.capability_rows > 0:
+        general = load_general(data_dir)
+        held = heldout_general_ids(general, ev.capability_rows, seed)
+        rows = [r for r in general if r["id"] in held]
+        tracer.capability = CapabilityProbe(tokenizer, rows, ev.batch_size, ev.prompt_format)
+    return TracedRun(tracker, tracer, StanceTraceCallback(tracer, every, tracker))
+
+
+def run_tags(stage: str, algorithm: str | None = None, **extra: str) -> dict[str, str]:
+    tags = {**provenance_tags(), "stage": stage, "algorithm": algorithm or stage}
+    tags.update(extra)
+    return tags
+
+
+def flat_params(params: Params, *sections: str) -> dict[str, Any]:
+    """``seed``, ``model``, ``eval`` and the named sections of ``params``, flattened to dotted keys."""
+    d = to_dict(params)
+    return flatten({k: d[k] for k in ("seed", "model", "eval", *sections)})
+
+
+# builds the trainer: (model, tokenizer, TrainingArguments kwargs, callbacks, traced run) -> a transformers Trainer
+TrainerBuilder = Callable[[Any, Any, dict[str, Any], list[Any], TracedRun], Any]
+
+
+@dataclass
+class RunPlan:
+    """What one training kind (sft, po) puts into the shared scaffold.
+
+    ``inputs`` are the values that define the run beyond the params the scaffold fingerprints itself
+    (the kind's own section, an algorithm's hyperparameters); ``frame`` is the training data as a table
+    for MLflow's dataset input; ``before_train`` runs on rank 0 inside the open MLflow run.
+    """
+
+    kind: str  # sft | po
+    name: str  # the run folder's name: <corpus> or <algorithm>-<set>
+    run_name: str  # the MLflow run's name
+    train: TrainConfig
+    start_model: Path
+    data_file: Path
+    inputs: dict[str, Any]
+    build_trainer: TrainerBuilder
+    algorithm: str | None = None  # the MLflow ``algorithm`` tag (default: the kind)
+    tags: dict[str, str] = field(default_factory=dict)
+    mlflow_params: dict[str, Any] = field(default_factory=dict)
+    frame: Any = None
+    input_name: str = ""
+    before_train: Callable[[TracedRun], None] | None = None
+
+
+def run_fingerprint(params: Params, inputs: dict[str, Any], data_file: Path, start_model: Path) -> str:
+    """What defines one run: seed, model and eval settings, the kind's ``inputs``, the data and the start model.
+
+    Adding another corpus, algorithm or preference set to the matrix does not restart the runs that exist.
+    """
+    return fingerprint(flat_params(params), inputs, file_digest(data_file), str(start_model))
+
+
+def train_traced(params: Params, plan: RunPlan, out_root: Path, callbacks: list[Any] | None = None) -> RunDir:
+    """Train, trace and save one run of ``plan`` with seed ``params.seed``; returns its run folder.
+
+    ``callbacks`` are extra ``TrainerCallback`` objects (e.g. an Optuna pruning hook).
+    """
+    from transformers import set_seed
+
+    run = seed_run_dir(out_root, plan.name, params)
+    kwargs = training_kwargs(plan.train, params.seed, params.model.dtype, params.model.device, run)
+    with main_process_first(kwargs["use_cpu"]):
+        resumable = prepare_run_dir(run, run_fingerprint(params, plan.inputs, plan.data_file, plan.start_model))
+    if resumable and run.complete(plan.train.max_steps):
+        log.info("%s is complete (same inputs, final model and evaluation on disk): nothing to train", run.path)
+        return run
+    set_seed(params.seed)
+    is_main = is_main_process()
+    model_cfg = params.model
+    tokenizer = load_tokenizer(plan.start_model, model_cfg.trust_remote_code)
+    tracker = Tracker(params.tracking, run.path)
+    traced = make_traced_run(params.eval, params.probe_seed, params.seed, tracker, run, tokenizer, plan.train.eval_every)
+    resume = run.last_checkpoint() if resumable else None
+    tags = run_tags(plan.kind, plan.algorithm, **plan.tags, seed=str(params.seed), world_size=str(world_size()))
+    opened = tracker.run(plan.run_name, tags, plan.mlflow_params)
+    with opened if is_main else contextlib.nullcontext():
+        if is_main:
+            tracker.log_input(plan.frame, name=plan.input_name, source=str(plan.data_file))
+            if plan.before_train is not None:
+                plan.before_train(traced)
+        model = load_model(plan.start_model, model_cfg.dtype, model_cfg.device, model_cfg.trust_remote_code)
+        trainer = plan.build_trainer(model, tokenizer, kwargs, [traced.callback, *(callbacks or [])], traced)
+        if resume:
+            log.info("resuming from %s", resume)
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        trainer.save_model(str(run.final))
+        if is_main:
+            tokenizer.save_pretrained(str(run.final))
+            tracker.log_metrics({"time/eval_seconds": traced.tracer.eval_seconds}, step=trainer.state.global_step)
+            finish_run_dir(run, trainer.state.log_history)  # checkpoints only serve resuming; final model and evaluations stay
+    return run
+
+
+def log_callbacks(tracker: Tracker | None) -> Callable[[str], list[Any]]:
+    """``prefix -> [TrainLogCallback]`` mirroring an extra training phase to ``tracker`` (none if untracked)."""
+    return lambda prefix: [TrainLogCallback(tracker, prefix)] if tracker is not None else []

@@ -1,0 +1,1 @@
+"""Optuna studies over preference-optimisation runs, traced to value drift: space, objectives, study."""
