@@ -47,7 +47,7 @@ test: data judge-env
 
 lint: env
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 
 clean-runs:
 	rm -rf runs processed metrics/*.csv plots/trajectory mlflow.db mlruns

@@ -9,7 +9,8 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +61,20 @@ def wait_for(cond: Callable[[], bool], timeout_s: float, what: str, alive: Calla
 
 
 def free_port() -> int:
+    """A port that was free a moment ago (another process may take it before it is used: see closed_port
+    for a port nothing can listen on, and MLflowServer.start, which retries on another port)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections for as long as the block runs: bound by this socket
+    and not listening, so no other process can start listening on it in the meantime."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -84,6 +96,7 @@ class MLflowServer:
 
     def __init__(self, root: Path, port: int | None = None, empty_store: Path | None = None):
         self.root, self.port = Path(root), port or free_port()
+        self.port_picked, self.started = port is None, False
         self.proc: subprocess.Popen | None = None
         self.root.mkdir(parents=True, exist_ok=True)
         if empty_store is not None and not (self.root / "mlflow.db").exists():
@@ -94,11 +107,27 @@ class MLflowServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 240) -> MLflowServer:
-        cmd = tracking_server_command(f"sqlite:///{self.root / 'mlflow.db'}", self.root / "artifacts", self.port)
-        log = (self.root / "server.log").open("a")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root)
-        wait_for(self.healthy, timeout_s, f"mlflow server on port {self.port}", alive=lambda: self.proc.poll() is None)
+        # the first start on a port picked by free_port() moves to another port if the server dies while
+        # starting (another process took the port in between); a restart keeps its port (clients know it)
+        tries = 3 if (self.port_picked and not self.started) else 1
+        for attempt in range(tries):
+            cmd = tracking_server_command(f"sqlite:///{self.root / 'mlflow.db'}", self.root / "artifacts", self.port)
+            log = (self.root / "server.log").open("a")
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root
+            )
+            try:
+                wait_for(self.healthy, timeout_s, f"mlflow server on port {self.port}", alive=self.running)
+                break
+            except AssertionError:
+                if self.proc.poll() is None or attempt == tries - 1:
+                    raise
+                self.port = free_port()
+        self.started = True
         return self
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def healthy(self) -> bool:
         try:

@@ -11,7 +11,8 @@ import yaml
 
 from valuedrift.cli import main as cli
 from valuedrift.data.probes import QUESTIONS_FILE, load_questions
-from valuedrift.stages.judge_eval import classification_metrics, cohen_kappa, confusion, load_labelled
+from valuedrift.metrics.agreement import classification_metrics, cohen_kappa, confusion
+from valuedrift.stages.judge_eval import load_labelled
 
 from .conftest import DATA, ROOT, tiny_params_dict
 

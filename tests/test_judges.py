@@ -121,7 +121,7 @@ def test_build_judge_checks_before_loading(tmp_path, monkeypatch):
 def test_eval_stage_preflight_names_the_key_when_the_endpoint_is_down(monkeypatch):
     import socket
 
-    from valuedrift.stages.eval import make_judge
+    from valuedrift.stance.evaluation import make_judge
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
@@ -129,8 +129,9 @@ def test_eval_stage_preflight_names_the_key_when_the_endpoint_is_down(monkeypatc
     p = tiny_params_dict()
     p["eval"]["judges"]["local"] = {"kind": "openai", "model": "smollm2", "base_url": f"http://127.0.0.1:{port}/v1",
                                     "template": str(TEMPLATE), "max_retries": 0, "timeout_s": 2}
+    params = parse_params(p)
     with pytest.raises(ConfigError) as e:
-        make_judge(parse_params(p), "local")
+        make_judge(params.eval.judges, params.model, "local")
     assert e.value.key == "eval.judges.local.base_url" and "cannot be reached" in str(e.value)
 
 

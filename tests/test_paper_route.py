@@ -9,12 +9,13 @@ import pytest
 
 from valuedrift.config.schema.evaluation import PaperRouteConfig
 from valuedrift.data.probes import load_probe_bank, select_probes
+from valuedrift.metrics.bootstrap import bootstrap_mean_ci, nested_bootstrap_mean_ci
 from valuedrift.models import load_model, load_tokenizer
 from valuedrift.stance import sampling
 from valuedrift.stance.judges import HFJudge, load_template
 from valuedrift.stance.paper_route import PaperRouteScorer, probe_distributions
 from valuedrift.stance.sampling import generate_samples
-from valuedrift.stance.vectors import bootstrap_mean_ci, nested_bootstrap_mean_ci, value_vectors
+from valuedrift.stance.vectors import value_vectors
 
 from .conftest import DATA, ROOT
 

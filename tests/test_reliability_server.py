@@ -32,7 +32,7 @@ from .conftest import ROOT, fresh_mlflow_uri
 from .reliability_helpers import (
     CORPUS,
     MLflowServer,
-    free_port,
+    closed_port,
     listening_addresses,
     prepare_processed,
     reliability_params,
@@ -40,6 +40,7 @@ from .reliability_helpers import (
     wait_for,
     write_params,
 )
+from .training_hold import Hold
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +61,18 @@ def test_the_server_binds_to_loopback_only(server):
     assert listening_addresses(server.port) == {"0100007F"}, "mlflow server listens beyond 127.0.0.1"
 
 
-def test_unreachable_tracking_uri_fails_before_training(setup, tiny_model_dir, tmp_path, monkeypatch, capsys):
+@pytest.fixture()
+def refused_port():
+    """Nothing listens there, and nothing can start to while the test runs."""
+    with closed_port() as port:
+        yield port
+
+
+def test_unreachable_tracking_uri_fails_before_training(
+    setup, tiny_model_dir, tmp_path, monkeypatch, capsys, refused_port
+):
     params_file, processed = setup
-    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    uri = f"http://127.0.0.1:{refused_port}"  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(ROOT)
     t0 = time.perf_counter()
@@ -121,14 +131,21 @@ def test_server_death_mid_run_loses_nothing_and_relog_fills_the_gap(
     monkeypatch.chdir(ROOT)
     caplog.set_level("INFO")
 
+    # training holds before step 2 (checkpoint-1 and its metrics sent) until the server is dead: the server
+    # always dies in the middle of training
+    hold = Hold(tmp_path / "hold", step=1)
+    hold.install(monkeypatch)
     killed_at: list[float] = []
 
-    def kill_after_first_checkpoint() -> None:
-        wait_for((run_dir / "checkpoints" / "checkpoint-1" / "trainer_state.json").exists, 300, "checkpoint-1")
-        server.kill()
-        killed_at.append(time.time())
+    def kill_while_held() -> None:
+        try:
+            wait_for(hold.is_held, 300, "training to reach step 2")
+            server.kill()
+            killed_at.append(time.time())
+        finally:
+            hold.release()
 
-    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    killer = threading.Thread(target=kill_while_held, daemon=True)
     killer.start()
     assert cli.main(sft_args(params_file, tiny_model_dir, processed, out)) == 0  # training finished
     killer.join(timeout=60)
@@ -176,11 +193,13 @@ def test_server_death_mid_run_loses_nothing_and_relog_fills_the_gap(
     assert_each_checkpoint_once(client, run_id, run_dir)
 
 
-def test_relog_fails_clearly_when_the_server_is_down_or_the_folder_is_no_run(setup, tmp_path, capsys):
+def test_relog_fails_clearly_when_the_server_is_down_or_the_folder_is_no_run(
+    setup, tmp_path, capsys, refused_port
+):
     params_file, _ = setup
     (tmp_path / "empty").mkdir()
     assert cli.main(["relog", str(tmp_path / "empty"), "--params", str(params_file)]) == 2
     assert "trajectory.json" in capsys.readouterr().err
     (tmp_path / "empty" / TRAJECTORY_FILE).write_text('{"checkpoints": []}')
-    assert cli.main(["relog", str(tmp_path / "empty"), "--uri", f"http://127.0.0.1:{free_port()}"]) == 2
+    assert cli.main(["relog", str(tmp_path / "empty"), "--uri", f"http://127.0.0.1:{refused_port}"]) == 2
     assert "cannot be reached" in capsys.readouterr().err

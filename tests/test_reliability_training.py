@@ -34,6 +34,7 @@ from .reliability_helpers import (
     wait_for,
     write_params,
 )
+from .training_hold import Hold
 
 TOL = 1e-6
 
@@ -58,19 +59,22 @@ def test_kill_minus_9_then_rerun_resumes_and_logs_each_checkpoint_once(setup, ti
     run_dir = out / CORPUS
     args = sft_args(params_file, tiny_model_dir, processed, out)
 
-    # 1. a real `valuedrift sft` process, killed with SIGKILL once checkpoint-1 is complete on disk
+    # 1. a real `valuedrift sft` process, held before step 2 (checkpoint-1 complete on disk) and killed
+    #    there with SIGKILL: the kill always lands in the middle of training
+    hold = Hold(tmp_path / "hold", step=1)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "valuedrift.cli", *args], cwd=ROOT, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        [sys.executable, "-m", "tests.training_hold", *args], cwd=ROOT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri, **hold.env()},
         stdout=(tmp_path / "killed.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        first = run_dir / "checkpoints" / "checkpoint-1" / "trainer_state.json"
-        wait_for(first.exists, 300, "the first checkpoint", alive=lambda: proc.poll() is None)
+        wait_for(hold.is_held, 300, "training to reach step 2", alive=lambda: proc.poll() is None)
+        assert (run_dir / "checkpoints" / "checkpoint-1" / "trainer_state.json").exists()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
     assert not (run_dir / "final").exists(), "the run finished before it was killed"
     before = {c["step"]: c for c in trajectory(run_dir)}
     assert 0 in before and 1 in before

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,9 +24,10 @@ from valuedrift import cli
 from valuedrift.config.load import parse_params
 from valuedrift.core.errors import ConfigError
 from valuedrift.tune.objectives import ObjectiveSpec, parse_reference
-from valuedrift.tune.study import count_trials
+from valuedrift.tune.storage import count_trials
 
 from .conftest import ROOT, tiny_params_dict
+from .training_hold import Hold
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +70,20 @@ def sweep_argv(params: Path, model: Path, tmp_path: Path, *extra: str) -> list[s
             "--metrics", str(tmp_path / "metrics" / "sweep.json"), "--plots", str(tmp_path / "plots"), *extra]
 
 
-def worker_process(params: Path, model: Path, tmp_path: Path, index: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "valuedrift.cli", *sweep_argv(params, model, tmp_path, "--worker-index", str(index), "--no-outputs")]
+def worker_process(
+    params: Path, model: Path, tmp_path: Path, index: int, log: Path, hold: Hold
+) -> subprocess.Popen:
+    """A sweep worker process (``valuedrift sweep --worker-index``) whose training stops at ``hold``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **hold.env()}
+    argv = sweep_argv(params, model, tmp_path, "--worker-index", str(index), "--no-outputs")
+    cmd = [sys.executable, "-m", "tests.training_hold", *argv]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=60)
 
 
 def wait_for(cond, proc: subprocess.Popen, log: Path, timeout: float = 240.0) -> None:
@@ -132,7 +144,7 @@ def test_bad_space_fails_the_command_before_any_trial(tmp_path, capsys, tiny_mod
 
 
 def test_storage_url_is_checked_and_env_overrides_it(monkeypatch):
-    from valuedrift.tune.study import check_storage, resolve_storage
+    from valuedrift.tune.storage import check_storage, resolve_storage
 
     tune = parse_params(tiny_params_dict()).tune
     for ok in ("sqlite:///optuna.db", "postgresql+psycopg2://u:pw@host:5432/db", "journal:runs/optuna.journal"):
@@ -249,24 +261,21 @@ def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path, mlflow_u
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     p = sweep_params(tiny_model_dir, url, study="k", n_trials=2, sampler="grid", pruner="none",
                      space={"learning_rate": {"choices": [1e-6, 1e-2]}}, hparams={})
-    p["po"]["max_steps"] = 3  # a trial trains long enough to be caught in the middle
     params = write_params(tmp_path, p)
     log = tmp_path / "worker.log"
-    proc = worker_process(params, tiny_model_dir, tmp_path, 0, log)
-
-    storage = optuna.storages.RDBStorage(url)
-
-    def mid_trial() -> bool:  # one trial finished and the next one training
-        try:
-            trials = optuna.load_study(study_name="k", storage=storage).trials
-        except KeyError:
-            return False
-        states = [t.state.name for t in trials]
-        return "COMPLETE" in states and any(t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs for t in trials)
-
-    wait_for(mid_trial, proc, log)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # trial 0 trains to the end; trial 1 stops after the first of its 2 steps (its MLflow run open) until killed
+    hold = Hold(tmp_path / "hold", step=1, match=f"{os.sep}trials{os.sep}0001{os.sep}")
+    proc = worker_process(params, tiny_model_dir, tmp_path, 0, log, hold)
+    try:
+        wait_for(hold.is_held, proc, log)
+        trials = optuna.load_study(study_name="k", storage=url).trials
+        assert [t.state.name for t in trials] == ["COMPLETE", "RUNNING"]  # one finished, one training
+        assert "mlflow_run_id" in trials[1].user_attrs and hold.info()["step"] == 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        stop(proc)
+    assert proc.returncode == -signal.SIGKILL
     before = {t.number: t for t in optuna.load_study(study_name="k", storage=url).trials}
     finished = {n: t for n, t in before.items() if t.state.name == "COMPLETE"}
     killed = [n for n, t in before.items() if t.state.name == "RUNNING"]
@@ -298,22 +307,40 @@ def test_two_worker_processes_share_one_study(tmp_path, mlflow_uri, monkeypatch,
                      space={"learning_rate": {"low": 1e-6, "high": 1e-2, "log": True}}, hparams={})
     params = write_params(tmp_path, p)
     log = tmp_path / "worker1.log"
-    proc = worker_process(params, tiny_model_dir, tmp_path, 1, log)
+    # worker 1 stops at the start of its first trial's training until worker 0 (this process) is training
+    # a trial too: both workers run trials, whichever starts faster
+    hold = Hold(tmp_path / "hold", step=0)
+    proc = worker_process(params, tiny_model_dir, tmp_path, 1, log, hold)
 
     journal_storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
 
     def load() -> optuna.Study:
         return optuna.load_study(study_name="par", storage=journal_storage)
 
-    def worker1_training() -> bool:
-        try:
-            return count_trials(load()).running >= 1
-        except KeyError:
-            return False
+    def worker0_training() -> bool:
+        running = load().get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        return any(t.user_attrs.get("worker", {}).get("pid") == os.getpid() for t in running)
 
-    wait_for(worker1_training, proc, log)
-    assert cli.main(sweep_argv(params, tiny_model_dir, tmp_path, "--no-outputs")) == 0  # worker 0, this process
-    assert proc.wait(timeout=240) == 0, log.read_text()[-3000:]
+    def release_when_worker0_trains() -> None:
+        try:
+            deadline = time.monotonic() + 600
+            while not worker0_training() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            hold.release()
+
+    try:
+        wait_for(hold.is_held, proc, log)
+        assert count_trials(load()).running == 1
+        releaser = threading.Thread(target=release_when_worker0_trains, daemon=True)
+        releaser.start()
+        # worker 0, this process
+        assert cli.main(sweep_argv(params, tiny_model_dir, tmp_path, "--no-outputs")) == 0
+        releaser.join(timeout=60)
+        assert proc.wait(timeout=240) == 0, log.read_text()[-3000:]
+    finally:
+        hold.release()
+        stop(proc)
     assert cli.main(sweep_argv(params, tiny_model_dir, tmp_path, "--outputs-only")) == 0
 
     trials = load().trials  # 3, or 4 if both workers started a last trial at the same instant

@@ -32,13 +32,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("valuedrift.stages.tune", "Optuna sweep over algorithm hyperparameters, traced to drift (tune stage)"),
     "profile": ("valuedrift.stages.profile", "print `dvc exp run -S` overrides for a params profile"),
     "check-params": ("valuedrift.stages.check_params", "validate params.yaml and exit"),
+    "params-schema": ("valuedrift.stages.params_schema", "write the JSON Schema of params.yaml (docs/params.schema.json)"),
     "relog": ("valuedrift.stages.relog", "re-send a run directory's results to MLflow (after a server outage)"),
     "tracking-server": ("valuedrift.stages.tracking_server", "a local MLflow server on 127.0.0.1"),
 }
 
 
 # commands that never read params.yaml (everything else is validated before its module is imported)
-PARAMS_FREE: set[str] = {"tracking-server"}
+PARAMS_FREE: set[str] = {"tracking-server", "params-schema"}
 # commands that log to MLflow (unless --no-mlflow): an HTTP tracking server that does not answer fails them
 # before they import torch (Tracker.run checks again when the run opens)
 TRACKED: set[str] = {"sft", "po", "sweep", "eval", "judge-eval", "report"}

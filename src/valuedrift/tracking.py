@@ -1,6 +1,6 @@
 """The one place that talks to MLflow.
 
-Conventions (DESIGN.md): tracking URI from ``MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db``),
+Conventions (docs/definitions.md): tracking URI from ``MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db``),
 metrics step-indexed by the global training step, every run tagged with the git commit, the data.dvc and
 dvc.lock hashes, the stage, the algorithm and a pipeline id shared by all runs of one ``dvc repro``.
 
@@ -314,3 +314,19 @@ class Tracker:
                 self._safe(self.client().log_artifact, self.run_id, str(f), artifact_path)
                 sent += self.failed is None
         return sent
+
+
+@contextmanager
+def fresh_run(cfg: TrackingConfig, out: Path, run_name: str, tags: dict[str, str], run_params: dict[str, Any]) -> Iterator[Tracker]:
+    """A new MLflow run for one evaluation (never a resumed one), tagged with provenance and ``tags``.
+
+    The run bookkeeping files are removed afterwards (nothing to resume), unless MLflow failed during
+    the run, in which case they stay for ``valuedrift relog``.
+    """
+    bookkeeping = RunDir(out)
+    bookkeeping.run_id_file.unlink(missing_ok=True)  # no id file = a new run
+    tracker = Tracker(cfg, out)
+    with tracker.run(run_name, {**provenance_tags(), **tags}, run_params):
+        yield tracker
+    if tracker.failed is None:
+        bookkeeping.forget_mlflow_run()

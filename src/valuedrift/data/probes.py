@@ -24,7 +24,7 @@ QUESTIONS_FILE = Path("v_prism") / "v_prism.jsonl"
 ANNOTATIONS_DIR = Path("v_prism") / "annotations"
 
 
-def _topic_slug(value: str, path: Path, line: int | None) -> str:
+def topic_slug(value: str, path: Path, line: int | None) -> str:
     if value in TOPICS:
         return value
     if value in SLUG_OF_TOPIC:
@@ -38,7 +38,7 @@ def _parse_question(obj: dict[str, Any], path: Path, line: int) -> Probe:
         raise DataError(path, line, f"field 'split' must be dev or test, got {split!r}")
     return Probe(
         id=require(obj, "id", int, path, line),
-        topic=_topic_slug(require(obj, "topic", str, path, line), path, line),
+        topic=topic_slug(require(obj, "topic", str, path, line), path, line),
         question=require(obj, "question", str, path, line),
         split=split,
     )
@@ -71,7 +71,7 @@ def _load_original_layout(path: Path) -> list[Probe]:
             if obj["id"] in seen:
                 raise DataError(path, None, f"{where}: duplicate id {obj['id']}")
             seen.add(obj["id"])
-            probes.append(Probe(obj["id"], _topic_slug(obj["topic"], path, None), obj["input"], split))
+            probes.append(Probe(obj["id"], topic_slug(obj["topic"], path, None), obj["input"], split))
     return probes
 
 

@@ -19,13 +19,13 @@ from valuedrift.config.schema.parse import to_dict
 from valuedrift.core.errors import ConfigError
 from valuedrift.core.io import file_digest, write_jsonl
 from valuedrift.core.rundir import RunDir
-from valuedrift.core.vocab import ALL, STANCES
 from valuedrift.data.bank import ResponseBank
 from valuedrift.data.leaks import assert_no_leaks
 from valuedrift.data.preferences import generate_pairs, question_pool, resolve_target, set_seed
 from valuedrift.data.schemas import Probe
 from valuedrift.generation.lm_answers import check_lm_settings, kept_per_stance, lm_response_bank
 from valuedrift.metrics.value_gap import gap_table, generator_labels, overall, write_gap_analysis
+from valuedrift.stance.vectors import record_profile
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,7 @@ def sft_profile(sft_run: Path) -> dict[str, float] | None:
     checkpoints = RunDir(sft_run).checkpoint_records()
     if not checkpoints:
         return None
-    last = checkpoints[-1]
-    row = next(r for r in last.get("full") or last["trace"] if r["split"] == ALL and r["topic"] == ALL)
-    return {s: float(row[s]) for s in STANCES}
+    return record_profile(checkpoints[-1])
 
 
 @dataclass

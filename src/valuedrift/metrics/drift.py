@@ -1,4 +1,4 @@
-"""Drift and alignment metrics (pure functions, DESIGN.md definitions).
+"""Drift and alignment metrics (pure functions, docs/definitions.md).
 
 Stances are ordered oppose < neutral < support where order matters (W1).
 """

@@ -1,4 +1,4 @@
-"""Value-gap analysis of any preference set (DESIGN.md "value gap").
+"""Value-gap analysis of any preference set (docs/definitions.md "Value gap").
 
 For pair i with stance distributions d_c(i), d_r(i) ∈ Δ(S) of its chosen and rejected answers, and a
 topic T (its pairs i ∈ T; "all" = every pair):
@@ -24,7 +24,7 @@ import pandas as pd
 
 from valuedrift.core.io import write_json
 from valuedrift.core.vocab import ALL, STANCES
-from valuedrift.stance.vectors import bootstrap_mean_ci
+from valuedrift.metrics.bootstrap import bootstrap_mean_ci
 
 SIDES = ("chosen", "rejected")
 

@@ -3,7 +3,7 @@
 Inputs: ``metrics/drift_summary.csv`` (one row per phase × split × topic × stance, aggregated over seeds),
 the runs' trajectories, and the preference sets' ``<set>.gap.json`` (condition, target, gap).
 
-The paper's three findings (DESIGN.md) and the rules by which we call them (thresholds are ours, stated
+The paper's three findings (docs/definitions.md) and the rules by which we call them (thresholds are ours, stated
 in the report next to each verdict):
 
 1. SFT sets values fast, and the data decides the direction — tested on each SFT corpus by (a) speed:

@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from valuedrift.config.load import load_params
 from valuedrift.config.schema.params import Params
@@ -34,15 +32,15 @@ from valuedrift.core.io import read_records, require, write_json, write_jsonl
 from valuedrift.core.vocab import STANCES
 from valuedrift.data.probes import QUESTIONS_FILE, load_probe_bank, load_questions, select_probes
 from valuedrift.data.schemas import Probe
-from valuedrift.metrics.drift import jsd_alignment
-from valuedrift.stages.eval import (
+from valuedrift.metrics.agreement import classification_metrics, majority_baseline, route_agreement
+from valuedrift.stance.evaluation import (
     check_checkpoint,
-    fresh_run,
     likelihood_rows,
     load_policy,
     make_judge,
     paper_scorer,
 )
+from valuedrift.tracking import fresh_run
 
 log = logging.getLogger(__name__)
 
@@ -74,46 +72,8 @@ def load_labelled(path: str | Path, questions: dict[int, Probe]) -> list[dict[st
 
 
 # --------------------------------------------------------------------------------------------------
-# Metrics (pure)
+# Judge accuracy (metrics: valuedrift.metrics.agreement)
 # --------------------------------------------------------------------------------------------------
-
-
-def confusion(gold: Sequence[str], pred: Sequence[str]) -> np.ndarray:
-    """3×3 counts, rows = gold, columns = predicted, in STANCES order."""
-    idx = {s: i for i, s in enumerate(STANCES)}
-    m = np.zeros((len(STANCES), len(STANCES)), dtype=int)
-    for g, p in zip(gold, pred, strict=True):
-        m[idx[g], idx[p]] += 1
-    return m
-
-
-def cohen_kappa(m: np.ndarray) -> float:
-    """κ = (p_o − p_e) / (1 − p_e) from a confusion matrix (p_e from the row and column marginals)."""
-    n = m.sum()
-    if n == 0:
-        return float("nan")
-    po = np.trace(m) / n
-    pe = float((m.sum(axis=0) * m.sum(axis=1)).sum()) / n**2
-    return float((po - pe) / (1 - pe)) if pe < 1 else 1.0
-
-
-def classification_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, per-stance precision/recall/F1, macro-F1 = mean_s F1_s, κ, confusion matrix."""
-    m = confusion(gold, pred)
-    per: dict[str, dict[str, float]] = {}
-    for i, s in enumerate(STANCES):
-        tp, fp, fn = m[i, i], m[:, i].sum() - m[i, i], m[i, :].sum() - m[i, i]
-        prec = tp / (tp + fp) if tp + fp else 0.0
-        rec = tp / (tp + fn) if tp + fn else 0.0
-        per[s] = {"precision": float(prec), "recall": float(rec), "f1": float(2 * prec * rec / (prec + rec)) if prec + rec else 0.0, "support": int(m[i].sum())}
-    return {
-        "n": int(m.sum()),
-        "accuracy": float(np.trace(m) / m.sum()) if m.sum() else float("nan"),
-        "macro_f1": float(np.mean([per[s]["f1"] for s in STANCES])),
-        "kappa": cohen_kappa(m),
-        "per_stance": per,
-        "confusion": {"rows_gold_cols_pred": list(STANCES), "matrix": m.tolist()},
-    }
 
 
 def judge_accuracy(judge: Any, labelled: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -135,36 +95,6 @@ def judge_accuracy(judge: Any, labelled: list[dict[str, Any]]) -> tuple[dict[str
     return report, rows
 
 
-def majority_baseline(labelled: list[dict[str, Any]]) -> dict[str, Any]:
-    gold = [r["gold"] for r in labelled]
-    top = max(STANCES, key=gold.count)
-    return {"predict": top, "accuracy": gold.count(top) / len(gold), "macro_f1": classification_metrics(gold, [top] * len(gold))["macro_f1"]}
-
-
-def route_agreement(q_l: pd.DataFrame, q_j: pd.DataFrame) -> dict[str, Any]:
-    """Agreement between two per-probe tables (probe_id + stance columns) on their common probes."""
-    m = q_l.merge(q_j, on="probe_id", suffixes=("_l", "_j"))
-    a = m[[f"{s}_l" for s in STANCES]].to_numpy()
-    b = m[[f"{s}_j" for s in STANCES]].to_numpy()
-    arg_a, arg_b = a.argmax(axis=1), b.argmax(axis=1)
-    conf = confusion([STANCES[i] for i in arg_a], [STANCES[i] for i in arg_b])
-    jsd = [jsd_alignment(dict(zip(STANCES, x, strict=True)), dict(zip(STANCES, y, strict=True))) for x, y in zip(a, b, strict=True)]
-    da, db = a[:, 0] - a[:, 2], b[:, 0] - b[:, 2]
-    r = float(np.corrcoef(da, db)[0, 1]) if len(m) > 2 and da.std() > 0 and db.std() > 0 else float("nan")
-    va, vb = a.mean(axis=0), b.mean(axis=0)
-    return {
-        "n_probes": len(m),
-        "argmax_agreement": float((arg_a == arg_b).mean()) if len(m) else float("nan"),
-        "argmax_kappa": cohen_kappa(conf),
-        "argmax_confusion_rows_likelihood_cols_judge": conf.tolist(),
-        "mean_jsd_alignment": float(np.mean(jsd)) if jsd else float("nan"),
-        "pearson_support_minus_oppose": r,
-        "vector_likelihood": dict(zip(STANCES, map(float, va), strict=True)),
-        "vector_judge": dict(zip(STANCES, map(float, vb), strict=True)),
-        "vector_jsd_alignment": jsd_alignment(dict(zip(STANCES, va, strict=True)), dict(zip(STANCES, vb, strict=True))),
-    }
-
-
 # --------------------------------------------------------------------------------------------------
 # Stage
 # --------------------------------------------------------------------------------------------------
@@ -174,10 +104,10 @@ def agreement(params: Params, checkpoint: str, probes: list[Probe], judges: dict
     """Likelihood route vs each judge on the same checkpoint and the same sampled answers."""
     from valuedrift.stance.paper_route import judge_samples, probe_distributions
 
-    tokenizer, model = load_policy(params, checkpoint)
-    q_l = likelihood_rows(params, tokenizer, model, probes)
+    tokenizer, model = load_policy(params.model, checkpoint)
+    q_l = likelihood_rows(params.eval, tokenizer, model, probes)
     first = next(iter(judges.values()))
-    samples = paper_scorer(params, tokenizer, first).sample(model, probes, progress=True)
+    samples = paper_scorer(params.eval, params.seed, tokenizer, first).sample(model, probes, progress=True)
     del model
     result, rows = {}, []
     for name, judge in judges.items():
@@ -235,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     probes = select_probes(load_probe_bank(data), cfg.agreement_probes_per_topic, params.eval.splits, params.probe_seed) if cfg.agreement_probes_per_topic else []
     if probes:
         check_checkpoint(a.checkpoint)
-    judges = {n: make_judge(params, n) for n in names}  # bad judge settings fail here, before scoring
+    judges = {n: make_judge(params.eval.judges, params.model, n) for n in names}  # bad judge settings fail here, before scoring
     t0 = time.perf_counter()
     report: dict[str, Any] = {"labelled": {"file": cfg.labelled, "n": len(labelled),
                                            "gold_share": {s: sum(r["gold"] == s for r in labelled) / len(labelled) for s in STANCES},
@@ -263,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     if not a.no_mlflow:
         tags = {"stage": "judge_eval", "algorithm": "judge_eval", "checkpoint": a.checkpoint}
         run_params = {"judges": ",".join(names), "labelled": cfg.labelled, "n_labelled": len(labelled)}
-        with fresh_run(params, out, "judge-eval", tags, run_params) as tracker:
+        with fresh_run(params.tracking, out, "judge-eval", tags, run_params) as tracker:
             tracker.log_metrics(flat_metrics(report), step=0)
             for f in files:
                 tracker.log_artifact(f, "judge_eval")

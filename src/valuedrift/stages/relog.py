@@ -1,6 +1,6 @@
 """``valuedrift relog <run dir>…``: re-send a run's results from disk to MLflow, without duplicates.
 
-The run directory is the source of truth (DESIGN.md); MLflow mirrors it. After the tracking server went
+The run directory is the source of truth (docs/definitions.md); MLflow mirrors it. After the tracking server went
 away mid-run (the stage logged ``re-log with `valuedrift relog <run dir>```), or to copy a run to another
 server, this command
 

@@ -10,199 +10,19 @@ tagged with the pipeline id.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from valuedrift.config.load import load_params
-from valuedrift.config.schema.params import Params
-from valuedrift.core.rundir import RunDir
-from valuedrift.core.vocab import ALL, STANCES
-from valuedrift.reporting.findings import (
-    FAST_DRIFT_TIME,
-    PhaseInfo,
-    drift_table,
-    markdown_table,
-    phase_info,
-    verdict_sft,
-    verdict_style_only,
-    verdict_value_gap,
-)
-from valuedrift.stages.drift import discover_runs
+from valuedrift.reporting.figures import bars_frame, plot_bars, plot_capability, plot_topics
+from valuedrift.reporting.findings import phase_info
+from valuedrift.reporting.markdown import render
+from valuedrift.reporting.runs import capability_frame, discover_runs, topic_frames
 from valuedrift.tracking import Tracker, provenance_tags
 
 log = logging.getLogger(__name__)
-COLORS = {"support": "tab:green", "neutral": "tab:gray", "oppose": "tab:red"}
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def bars_frame(summary: pd.DataFrame, infos: list[PhaseInfo]) -> pd.DataFrame:
-    recs = []
-    for info in infos:
-        r = summary[(summary.phase == info.phase) & (summary.split == ALL) & (summary.topic == ALL)]
-        for row in r.itertuples(index=False):
-            recs.append({"run": info.label, "stance": row.stance, "magnitude": row.magnitude,
-                         "ci_lo": row.ci_lo, "ci_hi": row.ci_hi, "seeds": row.n_seeds})
-    return pd.DataFrame(recs)
-
-
-def plot_bars(bars: pd.DataFrame, path: Path) -> None:
-    plt = _plt()
-    runs = list(dict.fromkeys(bars.run))
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(runs)), 4))
-    width = 0.27
-    for j, s in enumerate(STANCES):
-        b = bars[bars.stance == s].set_index("run").reindex(runs)
-        x = [i + (j - 1) * width for i in range(len(runs))]
-        ax.bar(x, b.magnitude, width, color=COLORS[s], label=s,
-               yerr=[b.magnitude - b.ci_lo, b.ci_hi - b.magnitude], capsize=3)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(range(len(runs)))
-    ax.set_xticklabels([r.replace(" (", "\n(") for r in runs], fontsize=7)
-    ax.set_ylabel("drift magnitude M_s (all probes)")
-    seeds = int(bars.seeds.max()) if not bars.empty else 0
-    ax.set_title(f"Drift magnitude per run, 95% CI ({seeds} seed{'s' if seeds != 1 else ''})")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def topic_frames(run_dirs: list[Path]) -> pd.DataFrame:
-    """Trace vectors of every (split, topic) at every step, averaged over the runs (seeds) given."""
-    frames = []
-    for d in run_dirs:
-        for c in RunDir(d).checkpoint_records():
-            df = pd.DataFrame(c["trace"])
-            df["step"] = c["step"]
-            frames.append(df)
-    if not frames:
-        return pd.DataFrame()
-    cols = [c for c in frames[0].columns if c not in ("split", "topic", "step") and c != "n"]
-    return pd.concat(frames).groupby(["split", "topic", "step"], as_index=False)[cols].mean()
-
-
-def plot_topics(df: pd.DataFrame, title: str, path: Path) -> None:
-    plt = _plt()
-    groups = [(s, t) for s, t in df[["split", "topic"]].drop_duplicates().itertuples(index=False) if s != ALL]
-    n = len(groups)
-    cols = 4
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False, sharey=True)
-    for ax, (split, topic) in zip(axes.flat, groups, strict=False):
-        g = df[(df.split == split) & (df.topic == topic)].sort_values("step")
-        for s in STANCES:
-            ax.plot(g.step, g[s], color=COLORS[s], marker="o", ms=2, label=s)
-            ax.fill_between(g.step, g[f"{s}_lo"], g[f"{s}_hi"], color=COLORS[s], alpha=0.15)
-        ax.set_title(f"{topic} ({split})", fontsize=9)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def capability_frame(runs: Path) -> pd.DataFrame:
-    recs = []
-    for r in discover_runs(runs):  # seeds only label rows here; they are averaged per step
-        for c in RunDir(r.path).checkpoint_records():
-            nll = c.get("metrics", {}).get("capability/heldout_nll")
-            if nll is not None:
-                recs.append({"phase": r.phase, "seed": r.seed, "step": c["step"], "nll": nll})
-    return pd.DataFrame(recs)
-
-
-def plot_capability(cap: pd.DataFrame, path: Path) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for phase, g in cap.groupby("phase"):
-        m = g.groupby("step").nll.mean()
-        ax.plot(m.index, m.values, marker="o", ms=3, label=phase)
-    ax.set_xlabel("training step (within the phase)")
-    ax.set_ylabel("held-out NLL / token")
-    ax.set_title("Capability probe: held-out general-instruction NLL")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def capability_table(cap: pd.DataFrame) -> pd.DataFrame:
-    out = []
-    for phase, g in cap.groupby("phase"):
-        first = g[g.step == g.step.min()].nll.mean()
-        last = g[g.step == g.step.max()].nll.mean()
-        out.append({"phase": phase, "NLL start": f"{first:.3f}", "NLL end": f"{last:.3f}", "Δ": f"{last - first:+.3f}"})
-    return pd.DataFrame(out)
-
-
-def render(params: Params, summary: pd.DataFrame, infos: list[PhaseInfo], cap: pd.DataFrame, figures: list[str], tags: dict[str, str]) -> str:
-    majority = {name: max(mix.mix, key=mix.mix.get) for name, mix in params.prepare_data.corpora.items()}
-    sft = [i for i in infos if i.kind == "sft"]
-    po = [i for i in infos if i.kind == "po"]
-    verdicts = [verdict_sft(summary, infos, majority), verdict_style_only(summary, infos), verdict_value_gap(summary, infos)]
-    seeds = int(summary.n_seeds.max()) if not summary.empty else 0
-    probes = int(summary[summary.topic == ALL].n_probes.max()) if "n_probes" in summary else 0
-    lines = [
-        "# valuedrift report",
-        "",
-        f"_Generated by `dvc repro` (stage `report`) on {dt.date.today().isoformat()}; do not edit by hand. "
-        f"git {tags.get('git_commit', '?')[:10]}, pipeline id `{tags.get('pipeline_id', '?')}`._",
-        "",
-        "## Setup",
-        "",
-        f"- Model: `{params.model.name}` ({params.model.dtype}, device {params.model.device}).",
-        f"- Stance measurement: likelihood route, τ = {params.eval.temperature}; phase ends score {probes} V-PRISM "
-        f"probes (dev = training topics, test = held-out topics); every checkpoint scores "
-        f"{params.eval.trace_probes_per_topic} probes per topic. CIs: {params.eval.ci:.0%}, {params.eval.bootstrap} "
-        "bootstrap resamples over probes (one seed) or a t-interval across seeds.",
-        f"- SFT: corpora {', '.join(params.sft.corpora)}, {params.sft.max_steps} steps, lr {params.sft.learning_rate:g}, "
-        f"batch {params.sft.batch_size}×{params.sft.grad_accum}, evaluation every {params.sft.eval_every} steps.",
-        f"- Preference optimisation from `{params.po.start_from}`: {', '.join(params.po.algorithms)} × "
-        f"{', '.join(params.po.preference_sets)}, {params.po.max_steps} steps, lr {params.po.learning_rate:g}, "
-        f"evaluation every {params.po.eval_every} steps.",
-        f"- Seeds: {seeds}. Every number below is M_s = v_end − v_start (signed) with its CI; drift time ∈ [0, 1] "
-        "(smaller = earlier).",
-        "",
-        "## Verdicts on the paper's findings",
-        "",
-        "The paper studied 3B–8B models; ours is far smaller and trained for a few steps, so a finding that does "
-        "not reproduce here says something about this setup, not necessarily about the paper.",
-        "",
-    ]
-    for v in verdicts:
-        lines += [f"### {v.finding}", "", f"**Verdict: {v.verdict}.**", "", f"- Paper: {v.paper}.", f"- Rule: {v.rule}."]
-        lines += [f"- Ours: {o}" for o in v.ours] or ["- Ours: no run covers this finding in the current params."]
-        lines.append("")
-    lines += ["## (a) SFT drift per corpus", "", markdown_table(drift_table(summary, sft)), "",
-              "## (b) Preference-optimisation drift per algorithm and preference set", "",
-              markdown_table(drift_table(summary, po)), "",
-              f"Drift time ≤ {FAST_DRIFT_TIME} counts as fast. Δ columns: drift magnitude [95% CI]; 'time' columns: drift time, "
-              "'n/r' where the trace probes do not resolve the drift (the start lies inside the CI of the extreme "
-              "checkpoint, so drift time is 0 by definition and says nothing; more trace probes narrow the CI).",
-              "", "## Capability", "",
-              "Held-out NLL per token on general-instruction rows never used for training, at the start and end of each phase.",
-              "", markdown_table(capability_table(cap)) if not cap.empty else "_(capability probe off)_", "",
-              "## Plots", ""]
-    lines += [f"![{f}]({f})" for f in figures]
-    lines += ["", "Full tables: `metrics/drift_summary.csv` (over seeds) and `metrics/drift_table.csv` (per run).", ""]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -230,14 +50,14 @@ def main(argv: list[str] | None = None) -> None:
     figures.append("drift_bars.png")
     runs = discover_runs(Path(a.runs), params.seeds[0])
     for info in infos:
-        df = topic_frames([r.path for r in runs if r.phase == info.phase])
+        df = topic_frames([r for r in runs if r.phase == info.phase])
         if df.empty:
             continue
         name = f"topics_{info.phase.replace('/', '__')}.png"
         n_seeds = len({r.seed for r in runs if r.phase == info.phase})
         plot_topics(df, f"{info.label}: stance per topic vs step (trace probes, 95% CI, {n_seeds} seed(s))", out / name)
         figures.append(name)
-    cap = capability_frame(Path(a.runs))
+    cap = capability_frame(runs)
     if not cap.empty:
         plot_capability(cap, out / "capability.png")
         figures.append("capability.png")

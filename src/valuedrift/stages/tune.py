@@ -36,7 +36,8 @@ from valuedrift.core.io import write_json
 from valuedrift.core.redaction import redact
 from valuedrift.train.po import sft_final
 from valuedrift.tune.space import override_keys
-from valuedrift.tune.study import Sweep, best_tags, best_trials, choice_of, count_trials
+from valuedrift.tune.storage import count_trials
+from valuedrift.tune.study import Sweep, best_tags, best_trials, choice_of
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ its reply, and renormalises over the three stances:
 on the labels at all (low mass = the judge is not following the instruction).
 
 ``calibrate: true`` (both kinds) applies contextual calibration: p ∝ p_J(·|q, y) / p_J(·|"N/A", "N/A"),
-dividing out the judge's label prior measured on a content-free input.
+dividing out the judge's label prior measured on a content-free input; both kinds share it through
+:class:`LabelLogprobJudge` (they differ only in how they read λ).
 
 The API key of an ``openai`` judge comes only from the environment variable named in params
 (``api_key_env``); it is sent in the Authorization header and never logged or written.
@@ -159,7 +160,41 @@ def calibrated(j: Judgement, prior: np.ndarray) -> Judgement:
     return Judgement(p / p.sum(axis=1, keepdims=True), j.label_mass)
 
 
-class HFJudge:
+class LabelLogprobJudge:
+    """Shared ``judge`` of every judge kind: λ from ``label_logprobs`` → renormalise → optional calibration.
+
+    Subclasses set ``name`` and ``calibrate`` and implement ``label_logprobs(items, progress)`` → λ (n, 3).
+    With ``calibrate``, p ∝ p_J(·|q, y) / p_J(·|"N/A", "N/A"); the content-free prior is measured once per
+    judge and kept.
+    """
+
+    name: str
+    calibrate: bool = False
+    _prior: np.ndarray | None = None
+
+    def label_logprobs(self, items: Sequence[tuple[str, str]], progress: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def check_judgement(self, out: Judgement, n: int) -> None:
+        """Hook on the uncalibrated judgement of ``n`` items (e.g. to warn about missing labels)."""
+
+    def label_prior(self) -> np.ndarray:
+        """p_J(·|"N/A", "N/A"), the judge's label prior on a content-free input (computed once)."""
+        if self._prior is None:
+            self._prior = renormalise(self.label_logprobs([CONTENT_FREE])).probs[0]
+        return self._prior
+
+    def judge(self, items: Sequence[tuple[str, str]], progress: bool = False) -> Judgement:
+        if not items:
+            return Judgement(np.zeros((0, 3)), np.zeros(0))
+        out = renormalise(self.label_logprobs(items, progress))
+        self.check_judgement(out, len(items))
+        if not self.calibrate:
+            return out
+        return calibrated(out, self.label_prior())
+
+
+class HFJudge(LabelLogprobJudge):
     """A local causal LM as judge: λ_s = log-prob of the label continuation after the rendered prompt."""
     def __init__(self, name: str, model: Any, tokenizer: Any, template: JudgeTemplate, batch_size: int = 8, calibrate: bool = False):
         self.name, self.model, self.tokenizer, self.template = name, model, tokenizer, template
@@ -186,16 +221,6 @@ class HFJudge:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         scores = score_requests(self.model, requests, self.batch_size, pad, progress)
         return scores[:, 0].reshape(-1, len(STANCES))
-
-    def judge(self, items: Sequence[tuple[str, str]], progress: bool = False) -> Judgement:
-        if not items:
-            return Judgement(np.zeros((0, 3)), np.zeros(0))
-        out = renormalise(self.label_logprobs(items, progress))
-        if not self.calibrate:
-            return out
-        if self._prior is None:
-            self._prior = renormalise(self.label_logprobs([CONTENT_FREE])).probs[0]
-        return calibrated(out, self._prior)
 
 
 class JudgeHTTPError(RuntimeError):
@@ -239,7 +264,7 @@ def match_label(token: str, labels: dict[str, str]) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
-class OpenAIJudge:
+class OpenAIJudge(LabelLogprobJudge):
     """An OpenAI-compatible chat endpoint as judge, from the first reply token's ``top_logprobs``."""
     def __init__(
         self,
@@ -321,18 +346,10 @@ class OpenAIJudge:
             bar.close()
         return np.array(rows).reshape(-1, len(STANCES))
 
-    def judge(self, items: Sequence[tuple[str, str]], progress: bool = False) -> Judgement:
-        if not items:
-            return Judgement(np.zeros((0, 3)), np.zeros(0))
-        out = renormalise(self.label_logprobs(items, progress))
+    def check_judgement(self, out: Judgement, n: int) -> None:
         missing = int((out.label_mass == 0).sum())
         if missing:
-            log.warning("judge %s: no label among the top-%d tokens for %d of %d items (scored uniform)", self.name, self.top_logprobs, missing, len(items))
-        if not self.calibrate:
-            return out
-        if self._prior is None:
-            self._prior = renormalise(self.label_logprobs([CONTENT_FREE])).probs[0]
-        return calibrated(out, self._prior)
+            log.warning("judge %s: no label among the top-%d tokens for %d of %d items (scored uniform)", self.name, self.top_logprobs, missing, n)
 
 
 # --------------------------------------------------------------------------------------------------

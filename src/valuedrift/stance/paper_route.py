@@ -1,4 +1,4 @@
-"""Paper route: stance distribution of a probe from K sampled answers and a judge (DESIGN.md).
+"""Paper route: stance distribution of a probe from K sampled answers and a judge (docs/definitions.md).
 
 For probe p at checkpoint t:
 

@@ -19,44 +19,9 @@ import numpy as np
 import pandas as pd
 
 from valuedrift.core.vocab import STANCES
+from valuedrift.metrics.bootstrap import bootstrap_mean_ci, nested_bootstrap_mean_ci
 
 ALL = "all"
-
-
-def bootstrap_mean_ci(values: np.ndarray, n_boot: int, ci: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean of the rows of ``values`` (n, k) and its percentile bootstrap CI (resampling rows)."""
-    values = np.asarray(values, dtype=np.float64)
-    mean = values.mean(axis=0)
-    if len(values) < 2:
-        return mean, mean.copy(), mean.copy()
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
-    boots = values[idx].mean(axis=1)
-    alpha = (1 - ci) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha], axis=0)
-    return mean, lo, hi
-
-
-def nested_bootstrap_mean_ci(
-    values: np.ndarray, n_boot: int, ci: float, seed: int, chunk: int = 100
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over probes and samples of ``values`` (n_probes, K, k) with a two-stage percentile bootstrap CI:
-    resample probes with replacement, then samples with replacement within each resampled probe."""
-    values = np.asarray(values, dtype=np.float64)
-    n, kk = values.shape[:2]
-    mean = values.mean(axis=(0, 1))
-    if n * kk < 2:
-        return mean, mean.copy(), mean.copy()
-    rng = np.random.default_rng(seed)
-    boots = []
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        ip = rng.integers(0, n, size=(b, n))
-        ik = rng.integers(0, kk, size=(b, n, kk))
-        boots.append(values[ip[..., None], ik].mean(axis=(1, 2)))
-    alpha = (1 - ci) / 2
-    lo, hi = np.quantile(np.concatenate(boots), [alpha, 1 - alpha], axis=0)
-    return mean, lo, hi
 
 
 def samples_array(g: pd.DataFrame) -> np.ndarray:
@@ -99,8 +64,23 @@ def value_vectors(
     return pd.DataFrame(out)
 
 
+def profile_of(vectors: Iterable[dict[str, Any]], split: str = ALL, topic: str = ALL) -> dict[str, float]:
+    """The value vector {stance: share} of (split, topic) among value-vector rows (a checkpoint record's
+    ``trace`` or ``full`` list); KeyError if there is none."""
+    for r in vectors:
+        if r["split"] == split and r["topic"] == topic:
+            return {s: float(r[s]) for s in STANCES}
+    raise KeyError(f"no value vector for split {split!r}, topic {topic!r}")
+
+
+def record_profile(record: dict[str, Any], split: str = ALL, topic: str = ALL) -> dict[str, float]:
+    """The (split, topic) value vector of a tracer checkpoint record: from its phase-set vectors
+    (``full``) when it has them, else its trace vectors."""
+    return profile_of(record.get("full") or record["trace"], split, topic)
+
+
 def metric_dict(vectors: pd.DataFrame) -> dict[str, float]:
-    """MLflow metric names (DESIGN.md): ``stance/<topic>/<s>`` and ``stance/all/<s>`` over every scored
+    """MLflow metric names (docs/definitions.md): ``stance/<topic>/<s>`` and ``stance/all/<s>`` over every scored
     probe, and ``stance/<split>/<topic>/<s>`` per split (dev = training topics, test = held out).
     """
     metrics = {}

@@ -26,37 +26,15 @@ from typing import Any
 import pandas as pd
 from transformers import TrainerCallback
 
-from valuedrift.core.io import iter_jsonl, write_json, write_jsonl
+from valuedrift.core.io import write_json, write_jsonl
 from valuedrift.core.rundir import EVALS_DIR, RunDir
 from valuedrift.data.schemas import Probe
 from valuedrift.stance.likelihood import LikelihoodScorer
-from valuedrift.stance.vectors import metric_dict, value_vectors
+from valuedrift.stance.stored import final_evaluation, scorer_signature
+from valuedrift.stance.vectors import metric_dict, record_profile, value_vectors
 from valuedrift.tracking import Tracker
 
 log = logging.getLogger(__name__)
-
-
-def scorer_signature(scorer: Any) -> dict[str, Any]:
-    """What makes two stance evaluations comparable: the scorer settings (not the batch size)."""
-    return {"kind": type(scorer).__name__, "temperature": getattr(scorer, "temperature", None),
-            "prompt_format": getattr(scorer, "prompt_format", None), "system_prompt": getattr(scorer, "system_prompt", None)}
-
-
-def final_evaluation(run_dir: Path, signature: dict[str, Any], probe_ids: set[int]) -> tuple[list[dict[str, Any]], dict[str, float]] | None:
-    """The per-probe rows and metrics of a run's last checkpoint, if it is a phase evaluation made with
-    ``signature`` on exactly ``probe_ids`` (so it can stand in for scoring the same weights again)."""
-    run = RunDir(run_dir)
-    traj = run.trajectory()
-    if not traj["checkpoints"] or traj.get("scorer") != signature:
-        return None
-    last = traj["checkpoints"][-1]
-    table = run.eval_table(last["step"])
-    if not last["phase"] or not table.exists():
-        return None
-    rows = [obj for _, obj in iter_jsonl(table)]
-    if {r["probe_id"] for r in rows} != probe_ids:
-        return None
-    return rows, dict(last.get("metrics", {}))
 
 
 class StanceTracer:
@@ -153,9 +131,7 @@ class StanceTracer:
 
     @staticmethod
     def summary(record: dict[str, Any]) -> dict[str, float]:
-        vecs = record.get("full") or record["trace"]
-        row = next(r for r in vecs if r["split"] == "all" and r["topic"] == "all")
-        return {s: row[s] for s in ("support", "neutral", "oppose")}
+        return record_profile(record)
 
     @staticmethod
     def record_metrics(record: dict[str, Any]) -> dict[str, float]:

@@ -19,17 +19,17 @@ ends, so a series compares like with like.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from valuedrift.core.errors import ConfigError, check
-from valuedrift.core.vocab import STANCES
+from valuedrift.core.errors import check
+from valuedrift.core.vocab import ALL, STANCES
 from valuedrift.data.schemas import TOPIC_SLUGS
 from valuedrift.metrics.drift import jsd_alignment, w1_alignment
+from valuedrift.stance.reference import config_fail, parse_profiles
+from valuedrift.stance.reference import load_reference as stance_load_reference
+from valuedrift.stance.vectors import profile_of
 
 DIRECTIONS: dict[str, str] = {
     "toward_target": "maximize",
@@ -38,62 +38,30 @@ DIRECTIONS: dict[str, str] = {
     "capability": "minimize",
 }
 CAPABILITY_METRIC = "capability/heldout_nll"
-ALL = "all"
 
 
 def vector(vectors: list[dict[str, Any]], split: str, topic: str = ALL) -> dict[str, float]:
     """The value vector of (split, topic) from a record's ``trace`` or ``full`` rows."""
-    for r in vectors:
-        if r["split"] == split and r["topic"] == topic:
-            return {s: float(r[s]) for s in STANCES}
-    raise KeyError(f"no value vector for split {split!r}, topic {topic!r}")
+    return profile_of(vectors, split, topic)
 
 
 def topics_of(vectors: list[dict[str, Any]], split: str) -> list[str]:
     return sorted({r["topic"] for r in vectors if r["split"] == split and r["topic"] != ALL})
 
 
-def _profile(obj: Any, key: str) -> dict[str, float]:
-    check(isinstance(obj, dict) and set(obj) == set(STANCES), key, f"a profile maps exactly {', '.join(STANCES)} to shares, got {obj!r}")
-    for s in STANCES:
-        v = obj[s]
-        check(not isinstance(v, bool) and isinstance(v, int | float) and v >= 0, f"{key}.{s}", f"must be a share >= 0, got {v!r}")
-    total = sum(obj[s] for s in STANCES)
-    check(abs(total - 1) < 1e-3, key, f"shares must sum to 1, got {total}")
-    return {s: obj[s] / total for s in STANCES}
-
-
 def parse_reference(obj: Any, key: str) -> dict[str, dict[str, float]]:
-    """A reference profile -> {topic or "all": profile}.
+    """A reference profile given inline -> {topic or "all": profile} (:func:`valuedrift.stance.reference.parse_profiles`).
 
     Accepted: one profile ``{support, neutral, oppose}`` (compared with the split's "all" vector), or a
     mapping of topic slugs (and/or ``all``) to profiles.
     """
-    check(isinstance(obj, dict) and bool(obj), key, f"expected a profile or a mapping of topics to profiles, got {obj!r}")
-    if set(obj) <= set(STANCES):
-        return {ALL: _profile(obj, key)}
-    out = {}
-    for topic, prof in obj.items():
-        check(topic == ALL or topic in TOPIC_SLUGS, f"{key}.{topic}", f"unknown topic; allowed: all, {', '.join(TOPIC_SLUGS)}")
-        out[topic] = _profile(prof, f"{key}.{topic}")
-    return out
+    return parse_profiles(obj, key, config_fail, TOPIC_SLUGS)
 
 
 def load_reference(spec: dict[str, Any] | str, profiles_dir: str | Path, key: str = "tune.reference") -> dict[str, dict[str, float]]:
-    """An inline profile, a JSON/YAML file, or the name of ``<eval.reference_profiles>/<name>.json``."""
-    if isinstance(spec, dict):
-        return parse_reference(spec, key)
-    path = Path(spec)
-    if not path.exists():
-        named = Path(profiles_dir) / f"{spec}.json"
-        check(named.exists(), key, f"{spec!r} is neither a file nor a profile in {profiles_dir}/")
-        path = named
-    text = path.read_text(encoding="utf-8")
-    try:
-        obj = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(key, f"{path} is not valid JSON/YAML: {e}") from e
-    return parse_reference(obj, f"{key} ({path})")
+    """An inline profile or topic mapping, a JSON/YAML file, or a profile name in ``<eval.reference_profiles>``
+    (e.g. ``uniform``): every form params.yaml documents for ``tune.reference``."""
+    return stance_load_reference(spec, profiles_dir, key, TOPIC_SLUGS)
 
 
 @dataclass

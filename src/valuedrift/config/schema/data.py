@@ -64,7 +64,7 @@ GENERATORS: tuple[str, ...] = ("bank", "hf", "openai")
 
 @dataclass
 class PreferenceSetConfig:
-    """A synthetic value-gap preference set (DESIGN.md "value gap"; data/preferences.py).
+    """A synthetic value-gap preference set (docs/definitions.md "Value gap"; data/preferences.py).
 
     ``gap`` = share of pairs where chosen takes ``target`` and rejected the opposite stance; in the other
     pairs chosen and rejected share a stance and differ in style only. ``target`` is a stance, or the

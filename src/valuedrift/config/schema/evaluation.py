@@ -86,7 +86,7 @@ class PaperRouteConfig:
 
 @dataclass
 class EvalConfig:
-    """Stance measurement (DESIGN.md).
+    """Stance measurement (docs/definitions.md).
 
     Likelihood route: q(p) = softmax(ℓ / temperature), ℓ_s = mean token log-prob of statement s given the
     probe. ``trace_probes_per_topic`` probes per topic are scored at every checkpoint; phase ends (the first

@@ -35,7 +35,7 @@ from typing import Any
 
 from valuedrift.core.errors import DataError
 from valuedrift.core.io import iter_jsonl
-from valuedrift.data.probes import _topic_slug, load_questions
+from valuedrift.data.probes import load_questions, topic_slug
 from valuedrift.data.schemas import Probe
 
 PRISM_TYPES: tuple[str, ...] = ("controversy guided", "values guided")
@@ -151,7 +151,7 @@ def load_vprism(source: str) -> list[Probe]:
             if pid in seen:
                 raise DataError(where, line, f"duplicate id {pid}")
             seen.add(pid)
-            probes.append(Probe(pid, _topic_slug(field(row, "topic", loc), where, line), text, split))
+            probes.append(Probe(pid, topic_slug(field(row, "topic", loc), where, line), text, split))
     return probes
 
 

@@ -1,0 +1,149 @@
+"""The stage table: per DVC stage, the module it runs and the params keys it reads.
+
+One declaration that ``dvc.yaml`` / ``sweeps/dvc.yaml`` ``params:`` lists, the run fingerprint
+(:func:`fingerprint_keys`) and ``tests/test_stage_table.py`` share. Keys are DVC ``params:`` entries: a whole
+section (``model``) or a dotted key, with ``${item.*}`` / ``${key}`` for the stage's matrix or foreach.
+
+A key is listed when the code the stage runs reads it to compute its outputs. Not listed: keys that only
+select which runs exist (``sft.corpora``, ``po.algorithms``, the membership checks of ``--corpus`` or
+``--preference-set``), keys only validated (``drift.stances``), and keys the DVC command line overrides
+(``eval.route`` is replaced by ``--route``; ``po.start_from`` in ``sft`` by ``--corpus``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# what every traced training run (sft, po) reads of ``eval`` (train/scaffold.py: make_traced_run, per_seed)
+TRACE_EVAL: tuple[str, ...] = (
+    "eval.temperature",
+    "eval.batch_size",
+    "eval.prompt_format",
+    "eval.system_prompt",
+    "eval.trace_probes_per_topic",
+    "eval.phase_probes_per_topic",
+    "eval.probe_seed",
+    "eval.splits",
+    "eval.bootstrap",
+    "eval.ci",
+    "eval.capability_rows",
+)
+# the TrainConfig keys of a training section (train/scaffold.py: training_kwargs; sft/po max_length)
+TRAIN_KEYS: tuple[str, ...] = (
+    "max_steps",
+    "learning_rate",
+    "batch_size",
+    "grad_accum",
+    "max_length",
+    "eval_every",
+    "warmup_ratio",
+    "lr_scheduler",
+    "weight_decay",
+    "gradient_checkpointing",
+)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One DVC stage: the module ``valuedrift <cmd>`` runs and the params keys it reads."""
+
+    module: str
+    params: tuple[str, ...]
+    dvc_file: str = "dvc.yaml"
+
+
+STAGES: dict[str, Stage] = {
+    "prepare_model": Stage("valuedrift.stages.prepare_model", ("model.name", "model.revision")),
+    "prepare_data": Stage("valuedrift.stages.prepare_data", ("seed", "eval.capability_rows", "prepare_data.corpora")),
+    "sft": Stage(
+        "valuedrift.stages.sft",
+        ("seed", "seeds", "model", "tracking", *TRACE_EVAL, *(f"sft.{k}" for k in TRAIN_KEYS)),
+    ),
+    "preferences": Stage(
+        "valuedrift.stages.preferences",
+        (
+            "seed",
+            "po.start_from",  # the SFT run whose profile resolves reinforce / reverse
+            "eval.bootstrap",
+            "eval.ci",
+            "model",  # LM generators (generator: hf | openai) load the writer and the judge with it
+            "eval.judges",  # LM generators: the judge entry lm.judge
+            "prepare_data.preference_sets.${key}",
+        ),
+    ),
+    "po": Stage(
+        "valuedrift.stages.po",
+        (
+            "seed",
+            "seeds",
+            "model",
+            "tracking",
+            *TRACE_EVAL,
+            "po.start_from",
+            "po.hparams.${item.algorithm}",
+            *(f"po.{k}" for k in TRAIN_KEYS),
+        ),
+    ),
+    "eval": Stage(
+        "valuedrift.stages.eval",
+        (
+            "seed",
+            "model",
+            "tracking",
+            "eval.temperature",
+            "eval.batch_size",
+            "eval.prompt_format",
+            "eval.system_prompt",
+            "eval.phase_probes_per_topic",
+            "eval.probe_seed",
+            "eval.splits",
+            "eval.bootstrap",
+            "eval.ci",
+            "eval.reference_profiles",
+            "eval.paper",  # paper route
+            "eval.judges",  # paper route: the judge eval.paper.judge
+            "prepare_data.corpora",  # corpus_<name> reference profiles from each corpus' stance mix
+        ),
+    ),
+    "drift": Stage("valuedrift.stages.drift", ("seeds", "eval.bootstrap", "eval.ci")),
+    "report": Stage(
+        "valuedrift.stages.report",
+        (
+            "seeds",
+            "tracking",
+            "model.name",
+            "model.dtype",
+            "model.device",
+            "eval.temperature",
+            "eval.trace_probes_per_topic",
+            "eval.bootstrap",
+            "eval.ci",
+            "sft.corpora",
+            "sft.max_steps",
+            "sft.learning_rate",
+            "sft.batch_size",
+            "sft.grad_accum",
+            "sft.eval_every",
+            "po.start_from",
+            "po.algorithms",
+            "po.preference_sets",
+            "po.max_steps",
+            "po.learning_rate",
+            "po.eval_every",
+            "prepare_data.corpora",
+        ),
+    ),
+    "tune": Stage(
+        "valuedrift.stages.tune",
+        ("seed", "seeds", "model", "eval", "tracking", "po", "prepare_data.preference_sets", "tune"),
+        dvc_file="sweeps/dvc.yaml",
+    ),
+}
+
+
+def fingerprint_keys(stage: str) -> list[str]:
+    """The params keys ``stage`` reads (DVC ``params:`` form, ``${item.*}`` / ``${key}`` unsubstituted)."""
+    try:
+        return list(STAGES[stage].params)
+    except KeyError:
+        raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}") from None
