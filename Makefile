@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 JUDGE_VENV ?= .venv-judge
 LLAMA_CPP  ?= llama-cpp-python[server]==0.3.36
 
-.PHONY: run test sweep full-study env judge-env data lint clean-runs
+.PHONY: run test sweep full-study env judge-env data lint clean-runs pg pg-stop
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -43,7 +43,59 @@ full-study: data   # the paper-shaped study (profiles/full_study.yaml) as a DVC 
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run $$($(BIN)/valuedrift profile profiles/full_study.yaml)
 
 test: data judge-env
+	VALUEDRIFT_TEST_PG_URL="$$(cat $(PG_DIR)/url 2>/dev/null)" \
 	VALUEDRIFT_JUDGE_PYTHON="$(abspath $(JUDGE_VENV))/bin/python" PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# A PostgreSQL server for the tests (tests/test_postgres.py): Optuna workers and an MLflow server on a real
+# RDB. Installs Debian's postgresql with apt-get when initdb/pg_ctl are missing, inits a cluster in
+# $(PG_DIR)/data (git-ignored), starts it on 127.0.0.1:$(PG_PORT) as the postgres user (initdb refuses
+# root), trust auth on loopback only (a throw-away test cluster), and writes its URL to $(PG_DIR)/url
+# (postgresql+psycopg2://: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed).
+# Idempotent: a running cluster is reused. If PostgreSQL cannot be installed or started, the reason goes
+# to $(PG_DIR)/unavailable and the PostgreSQL tests skip with it; the target itself does not fail.
+PG_DIR  ?= .pg
+PG_PORT ?= 55432
+PG_USER ?= postgres
+pg:
+	@set -u; mkdir -p $(PG_DIR); rm -f $(PG_DIR)/url $(PG_DIR)/unavailable; \
+	fail() { echo "make pg: $$1; the PostgreSQL tests will skip" | tee $(PG_DIR)/unavailable >&2; exit 0; }; \
+	bindir=$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1); \
+	if [ -z "$$bindir" ] && ! command -v initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make pg: installing Debian's postgresql (apt-get)"; \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql) \
+	      > $(PG_DIR)/apt.log 2>&1 || fail "apt-get install postgresql failed (see $(PG_DIR)/apt.log)"; \
+	    bindir=$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1); \
+	  else fail "initdb/pg_ctl not found and apt-get cannot install postgresql here (needs root)"; fi; \
+	fi; \
+	if [ -n "$$bindir" ]; then PATH="$$bindir:$$PATH"; fi; \
+	command -v initdb >/dev/null 2>&1 || fail "no initdb after installing postgresql"; \
+	data="$(abspath $(PG_DIR))/data"; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  id -u $(PG_USER) >/dev/null 2>&1 || useradd --system --no-create-home $(PG_USER) || fail "cannot create user $(PG_USER)"; \
+	  as() { runuser -u $(PG_USER) -- env PATH="$$PATH" "$$@"; }; \
+	else as() { "$$@"; }; fi; \
+	mkdir -p "$$data"; chmod 700 "$$data"; \
+	if [ "$$(id -u)" = 0 ]; then chown $(PG_USER): "$$data" "$(abspath $(PG_DIR))"; fi; \
+	if [ ! -s "$$data/PG_VERSION" ]; then \
+	  as initdb -D "$$data" -U postgres --auth=trust -E UTF8 > $(PG_DIR)/initdb.log 2>&1 \
+	    || fail "initdb failed (see $(PG_DIR)/initdb.log)"; \
+	fi; \
+	if ! as pg_ctl -D "$$data" status >/dev/null 2>&1; then \
+	  as pg_ctl -D "$$data" -l "$(abspath $(PG_DIR))/server.log" -w -t 60 \
+	    -o "-c listen_addresses=127.0.0.1 -p $(PG_PORT) -c unix_socket_directories='' -c fsync=off -c max_connections=200" start \
+	    >/dev/null || fail "the server did not start on 127.0.0.1:$(PG_PORT) (see $(PG_DIR)/server.log)"; \
+	fi; \
+	as psql -h 127.0.0.1 -p $(PG_PORT) -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'valuedrift_test'" | grep -q 1 \
+	  || as psql -h 127.0.0.1 -p $(PG_PORT) -U postgres -d postgres -qc "CREATE DATABASE valuedrift_test" \
+	  || fail "cannot create the database valuedrift_test"; \
+	echo "postgresql+psycopg2://postgres@127.0.0.1:$(PG_PORT)/valuedrift_test" > $(PG_DIR)/url; \
+	echo "make pg: PostgreSQL $$(as pg_ctl --version | awk '{print $$3}') on 127.0.0.1:$(PG_PORT): $$(cat $(PG_DIR)/url)"
+
+pg-stop:
+	@bindir=$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1); PATH="$$bindir:$$PATH"; \
+	if [ "$$(id -u)" = 0 ]; then runuser -u $(PG_USER) -- env PATH="$$PATH" pg_ctl -D "$(abspath $(PG_DIR))/data" -m fast stop; \
+	else pg_ctl -D "$(abspath $(PG_DIR))/data" -m fast stop; fi
 
 lint: env
 	$(BIN)/ruff check src tests benchmarks

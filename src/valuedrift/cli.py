@@ -104,6 +104,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, TrackingUnavailable) as e:
         print(f"valuedrift {cmd}: error: {e}", file=sys.stderr)
         return 2
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        # last resort: a user path that the checks (config/path_checks.py, stages/args.py) did not cover
+        from valuedrift.stages.args import os_error_message
+
+        print(f"valuedrift {cmd}: error: {os_error_message(e, rest)}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from valuedrift.stages.args import disk_full
+
+        full = disk_full(e)
+        if full is None:
+            raise
+        # a full disk mid-run (a checkpoint, a stance table): nothing complete is lost, the rerun resumes
+        print(f"valuedrift {cmd}: error: no space left on device ({full}); free some space and run the command "
+              "again: it resumes from the last complete checkpoint", file=sys.stderr)
+        return 1
     return 0
 
 

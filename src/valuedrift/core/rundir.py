@@ -21,7 +21,10 @@ the tracker, the run scaffold) go through it. It imports nothing else of valuedr
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import struct
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,8 @@ SEEDS_DIR = "seeds"
 MODEL_CONFIG = "config.json"
 TRAINER_STATE = "trainer_state.json"
 
+log = logging.getLogger(__name__)
+
 
 def seed_run_name(name: str, seed: int, first_seed: int) -> str:
     """Run folder name of one training seed: ``<name>`` for the first seed, ``<name>/seeds/<seed>`` else.
@@ -56,6 +61,41 @@ def _readable_json(path: Path) -> bool:
         return isinstance(json.loads(path.read_text()), dict)
     except (OSError, json.JSONDecodeError):
         return False
+
+
+def _safetensors_complete(path: Path) -> bool:
+    """A safetensors file is whole: its JSON header parses and the file is exactly as long as the tensors
+    it declares (a full disk or a kill truncates it). Reads the header only."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                return False
+            header = json.loads(f.read(n))
+        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+        return size == 8 + n + max(ends, default=0)
+    except (OSError, struct.error, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why a resume checkpoint cannot be resumed from, or None: its trainer state must be complete JSON,
+    it must hold model weights, every ``*.safetensors`` must be whole and every torch file (``*.pt``,
+    ``*.bin``: zip archives) must have its central directory (both are written front to back, so a
+    truncated file fails these). Cheap: no tensor is loaded."""
+    if not _readable_json(ckpt / TRAINER_STATE):
+        return f"{TRAINER_STATE} is missing or not complete JSON"
+    files = [f for f in ckpt.iterdir() if f.is_file()]
+    weights = [f for f in files if f.suffix == ".safetensors" or (f.suffix == ".bin" and f.name.startswith("pytorch_model"))]
+    if not weights:
+        return "no model weights (*.safetensors, pytorch_model*.bin)"
+    for f in files:
+        if f.suffix == ".safetensors" and not _safetensors_complete(f):
+            return f"{f.name} is truncated or corrupt"
+        if f.suffix in (".pt", ".bin", ".pth") and not zipfile.is_zipfile(f):
+            return f"{f.name} is truncated or corrupt"
+    return None
 
 
 @dataclass(frozen=True)
@@ -155,10 +195,21 @@ class RunDir:
         return bool(ckpts) and ckpts[-1]["step"] == max_steps and ckpts[-1]["phase"]
 
     def last_checkpoint(self) -> Path | None:
-        """The newest resume checkpoint whose trainer state is complete JSON (else None)."""
-        ckpts = sorted(self.checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        complete = [c for c in ckpts if _readable_json(c / TRAINER_STATE)]
-        return complete[-1] if complete else None
+        """The newest resume checkpoint that can be resumed from (:func:`checkpoint_problem`), else None.
+        Each newer one that cannot (half-written by a kill or a full disk, or corrupted) is skipped with a
+        warning; when none can, the warning says that the run starts again from step 0."""
+        ckpts = sorted(
+            (p for p in self.checkpoints.glob("checkpoint-*") if p.name.split("-")[1].isdigit()),
+            key=lambda p: int(p.name.split("-")[1]),
+        )
+        for c in reversed(ckpts):
+            problem = checkpoint_problem(c)
+            if problem is None:
+                return c
+            log.warning("skipping resume checkpoint %s: %s", c, problem)
+        if ckpts:
+            log.warning("no usable resume checkpoint in %s: training starts again from step 0", self.checkpoints)
+        return None
 
     # -- changing --------------------------------------------------------------------------------------
     def reset(self) -> None:
