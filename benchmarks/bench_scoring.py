@@ -48,10 +48,10 @@ import torch  # noqa: E402
 
 from valuedrift.data.probes import load_probe_bank  # noqa: E402
 from valuedrift.models import load_model, load_tokenizer  # noqa: E402
-from valuedrift.stance.likelihood import (  # noqa: E402
+from valuedrift.stance.likelihood import build_requests  # noqa: E402
+from valuedrift.stance.request_scoring import (  # noqa: E402
     Request,
     auto_path,
-    build_requests,
     score_naive,
     score_requests,
     tree_workload,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -84,6 +85,11 @@ def test_original_vprism_json_layout(tmp_path):
         "dev": [{"id": 0, "input": "What is your opinion on abortion?", "topic": "Discussions on Abortion"}],
         "test": [{"id": 300, "input": "Should parents spank?", "topic": "Family and Relationship Values"}],
     }))
+    # without a topics file the slugs come from the names; with the bank's topics.jsonl beside, its slugs
+    qs = load_questions(f)
+    assert [(q.id, q.topic, q.split) for q in qs] == [
+        (0, "discussions_on_abortion", "dev"), (300, "family_and_relationship_values", "test")]
+    shutil.copy(DATA / "v_prism" / "topics.jsonl", tmp_path / "topics.jsonl")
     qs = load_questions(f)
     assert [(q.id, q.topic, q.split) for q in qs] == [(0, "abortion", "dev"), (300, "family", "test")]
 

@@ -85,9 +85,9 @@ def test_generated_answers_are_judged_and_filtered_by_the_real_judge(tiny_model_
     cfg = lm_cfg(tiny_model_dir)
     pool = question_pool(cfg, questions, None, KEY)[:2]
     cells = [Cell(q, s, "brief") for q in pool for s in STANCES]
-    texts = generate_hf(cells, cfg.lm, seed=5, params=tiny_params)
+    texts = generate_hf(cells, cfg.lm, seed=5, model=tiny_params.model)
     assert [len(t) for t in texts] == [2] * len(cells)
-    assert texts == generate_hf(cells, cfg.lm, seed=5, params=tiny_params)  # seeded: same answers again
+    assert texts == generate_hf(cells, cfg.lm, seed=5, model=tiny_params.model)  # seeded: same answers again
     judge = build_judge("tiny", tiny_params.eval.judges["tiny"], "eval.judges.tiny", device="cpu")
     bank, rows = filter_answers(cells, texts, judge, min_prob=0.3)
     assert len(rows) == 2 * len(cells)
@@ -161,11 +161,11 @@ def test_lm_settings_are_checked_before_generation(tmp_path, tiny_model_dir):
     cfg = p.prepare_data.preference_sets["lm_set"]
     cfg.lm.model = str(tmp_path / "missing" / "model")
     with pytest.raises(ConfigError) as e:
-        lm_generator.check_lm_settings(cfg, f"{KEY}.lm", p)
+        lm_generator.check_lm_settings(cfg, f"{KEY}.lm", p.eval.judges)
     assert e.value.key == f"{KEY}.lm.model"
     cfg.lm.model = "smollm2-135m-instruct"
     with pytest.raises(ConfigError, match="bundled name"):
-        lm_generator.check_lm_settings(cfg, f"{KEY}.lm", p)
+        lm_generator.check_lm_settings(cfg, f"{KEY}.lm", p.eval.judges)
 
 
 def test_compose_from_an_lm_bank_is_dev_only_for_every_target(tiny_model_dir, tiny_params, questions):
@@ -173,7 +173,7 @@ def test_compose_from_an_lm_bank_is_dev_only_for_every_target(tiny_model_dir, ti
     pool = question_pool(cfg, questions, None, KEY)
     assert all(q.split == "dev" for q in pool)
     cells = [Cell(q, s, y) for q in pool[:3] for s in STANCES for y in ("brief", "reasoned")]
-    texts = generate_hf(cells, cfg.lm, seed=1, params=tiny_params)
+    texts = generate_hf(cells, cfg.lm, seed=1, model=tiny_params.model)
     bank, _ = filter_answers(cells, texts, HashJudge(), 0.0)
     assert bank.question_ids()
     for target in STANCES:

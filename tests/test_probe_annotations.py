@@ -18,6 +18,7 @@ from valuedrift.data.probes import (
     load_probe_bank,
     load_questions,
 )
+from valuedrift.data.topics import topics_for
 
 from .conftest import DATA
 
@@ -70,8 +71,8 @@ def test_bad_annotation_names_file_line_and_field(tmp_path):
     bad = {k: v for k, v in good.items() if k != "neutral"} | {"id": 1}
     (d / "abortion.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
     with pytest.raises(DataError, match=r"abortion.jsonl:2: missing field 'neutral'"):
-        load_annotations(d)
+        load_annotations(d, topics_for(DATA / "v_prism"))
     same = good | {"id": 1, "oppose": good["support"]}
     (d / "abortion.jsonl").write_text(json.dumps(good) + "\n\n" + json.dumps(same) + "\n")
     with pytest.raises(DataError, match=r"abortion.jsonl:3: .*must differ"):
-        load_annotations(d)
+        load_annotations(d, topics_for(DATA / "v_prism"))

@@ -13,16 +13,10 @@ from transformers import LlamaForCausalLM
 
 from valuedrift.data.probes import load_probe_bank
 from valuedrift.models import load_model, load_tokenizer
-from valuedrift.stance import likelihood
-from valuedrift.stance.likelihood import (
-    LikelihoodScorer,
-    Request,
-    build_requests,
-    score_naive,
-    score_requests,
-    shared_prefix_length,
-)
+from valuedrift.stance import request_scoring
+from valuedrift.stance.likelihood import LikelihoodScorer, build_requests
 from valuedrift.stance.prefix_tree import pack_prefix_tree
+from valuedrift.stance.request_scoring import Request, score_naive, score_requests, shared_prefix_length
 
 from .conftest import DATA
 
@@ -109,11 +103,11 @@ def test_auto_falls_back_when_the_tree_path_is_wrong(tiny_model_dir: Path, caplo
     ref = score_naive(model, reqs)
     wrong = score_requests(model, reqs, 4, method="tree")
     assert np.abs(wrong[:, 0] - ref[:, 0]).max() > 1e-2  # the check below has something to catch
-    likelihood._CHECKED.pop(likelihood._support_key(model), None)
+    request_scoring._CHECKED.pop(request_scoring._support_key(model), None)
     with caplog.at_level("WARNING"):
         _assert_agree(score_requests(model, reqs, 4, method="auto"), ref)
     assert "using padded batches" in caplog.text
-    assert likelihood._CHECKED[likelihood._support_key(model)] == "padded"
+    assert request_scoring._CHECKED[request_scoring._support_key(model)] == "padded"
 
 
 def test_scorer_rows_and_training_mode(tiny) -> None:
@@ -167,8 +161,8 @@ def test_shared_prefix_leaves_one_context_token() -> None:
 def test_bundled_model_fast_scorer_agrees_with_naive(bundled_base) -> None:
     model, tok = load_model(bundled_base, device="cpu"), load_tokenizer(bundled_base)
     reqs = build_requests(tok, load_probe_bank(DATA)[:3])
-    likelihood._CHECKED.pop(likelihood._support_key(model), None)
+    request_scoring._CHECKED.pop(request_scoring._support_key(model), None)
     with torch.inference_mode():
         got = score_requests(model, reqs, 16, tok.pad_token_id)
-    assert likelihood._CHECKED[likelihood._support_key(model)] == "tree+prefix"
+    assert request_scoring._CHECKED[request_scoring._support_key(model)] == "tree+prefix"
     _assert_agree(got, score_naive(model, reqs), tol=1e-3)

@@ -1,4 +1,4 @@
-"""The stage table (valuedrift.stages.table) against dvc.yaml / sweeps/dvc.yaml and params.yaml.
+"""The stage table (valuedrift.config.schema.stage_table) against dvc.yaml / sweeps/dvc.yaml and params.yaml.
 
 (a) each stage's ``params:`` equal the table's keys; (b) every module in the stage's import closure under
 src/valuedrift (the stage module plus valuedrift.cli, through ``import``/``from … import`` anywhere in a
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from valuedrift.stages.table import STAGES, fingerprint_keys
+from valuedrift.config.schema.stage_table import STAGES, fingerprint_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from tests import test_stage_table as t
-from valuedrift.stages.table import STAGES
+from valuedrift.config.schema.stage_table import STAGES
 
 ROOT = Path(".").resolve()
 

@@ -20,7 +20,6 @@ Results are always written to disk first (trajectory JSON, per-probe tables); ML
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from valuedrift.config.schema.models import TrackingConfig
-from valuedrift.core.io import write_json
+from valuedrift.core.io import file_digest, fingerprint, write_json
 from valuedrift.core.redaction import redact, redact_mapping
 from valuedrift.core.rundir import RunDir
 
@@ -49,8 +48,9 @@ class TrackingUnavailable(RuntimeError):
     """The tracking server cannot be reached (or stopped answering during a re-log)."""
 
 
-def _sha(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.exists() else None
+def short_digest(path: Path) -> str | None:
+    """The first 12 hex digits of a file's SHA-256 (:func:`valuedrift.core.io.file_digest`), None if absent."""
+    return file_digest(path)[:12] if path.exists() else None
 
 
 def git_commit(root: Path = Path(".")) -> str | None:
@@ -68,13 +68,10 @@ def provenance_tags(root: Path = Path("."), params_file: Path = Path("params.yam
     """
     tags = {
         "git_commit": git_commit(root) or "unknown",
-        "data_dvc_sha": _sha(root / "data.dvc") or "none",
-        "dvc_lock_sha": _sha(root / "dvc.lock") or "none",
+        "data_dvc_sha": short_digest(root / "data.dvc") or "none",
+        "dvc_lock_sha": short_digest(root / "dvc.lock") or "none",
     }
-    h = hashlib.sha256()
-    for part in (tags["git_commit"], _sha(root / params_file) or "", tags["data_dvc_sha"]):
-        h.update(part.encode())
-    tags["pipeline_id"] = h.hexdigest()[:12]
+    tags["pipeline_id"] = fingerprint(tags["git_commit"], short_digest(root / params_file) or "", tags["data_dvc_sha"])[:12]
     return tags
 
 

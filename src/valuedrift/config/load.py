@@ -15,10 +15,12 @@ from typing import Any
 import yaml
 
 from valuedrift.algorithms.registry import ALGORITHMS, algorithm_hparams
+from valuedrift.config.path_checks import check_param_paths
 from valuedrift.config.schema.params import Params
 from valuedrift.config.schema.parse import from_dict
 from valuedrift.core.errors import ConfigError, check
-from valuedrift.data.schemas import TOPIC_SLUGS
+from valuedrift.core.paths import DATA
+from valuedrift.data.topics import known_topics
 from valuedrift.models import check_model_spec
 from valuedrift.tune.space import check_tune, check_tune_against_params
 
@@ -28,11 +30,16 @@ def check_model(params: Params) -> None:
     check(problem is None, "model.name", problem or "")
 
 
-def check_topics(params: Params) -> None:
+def check_topics(params: Params, bank_dir: Path = DATA / "v_prism") -> None:
+    """Topics named in params are topics of the probe bank (its topics.jsonl; unchecked without one: the
+    stage that reads the bank checks them again)."""
+    known = known_topics(bank_dir)
+    if known is None:
+        return
     for name, pref in params.prepare_data.preference_sets.items():
         key = f"prepare_data.preference_sets.{name}.topics"
         for i, t in enumerate(pref.topics):
-            check(t in TOPIC_SLUGS, f"{key}[{i}]", f"unknown topic {t!r}; allowed: {', '.join(TOPIC_SLUGS)}")
+            check(t in known, f"{key}[{i}]", f"unknown topic {t!r}; the probe bank's topics: {', '.join(known)}")
 
 
 def check_algorithms(params: Params) -> None:
@@ -51,6 +58,7 @@ def parse_params(data: dict[str, Any]) -> Params:
     """Build and fully validate :class:`Params` from a mapping (the contents of params.yaml)."""
     params = from_dict(Params, data)
     params.validate()
+    check_param_paths(params)  # before the cross-checks that open files (tune.reference)
     check_model(params)
     check_topics(params)
     check_algorithms(params)

@@ -15,9 +15,10 @@ from typing import Any
 from valuedrift.core.errors import DataError
 from valuedrift.core.io import read_records, require
 from valuedrift.core.vocab import STANCES, STYLES
-from valuedrift.data.schemas import TOPICS
+from valuedrift.data.topics import topics_for
 
 BANK_DIR = Path("response_bank")
+TOPICS_DIR = Path("v_prism")  # the probe bank whose topics the response bank answers
 GENERAL_FILE = Path("sft") / "general_instructions.jsonl"
 
 
@@ -68,9 +69,9 @@ def load_bank(data_dir: str | Path = "data") -> ResponseBank:
     files = sorted(directory.glob("*.jsonl"))
     if not files:
         raise DataError(directory, None, "no response-bank files (*.jsonl)")
+    topics = topics_for(Path(data_dir) / TOPICS_DIR)
     for f in files:
-        if f.stem not in TOPICS:
-            raise DataError(f, None, f"response-bank file must be named after a topic slug ({', '.join(TOPICS)})")
+        topics.check_file_stem(f, "response-bank")
         for obj in read_records(f, _parse_answer):
             key = (obj.id, obj.stance, obj.style)
             if key in seen:

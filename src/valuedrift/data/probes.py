@@ -2,7 +2,9 @@
 
 Files (under the data directory, versioned by ``data.dvc``):
 
-- ``v_prism/v_prism.jsonl``: ``{"id", "topic", "question", "split"}`` — the paper's 550 questions;
+- ``v_prism/topics.jsonl``: ``{"slug", "name"}`` — the bank's topics (:mod:`valuedrift.data.topics`);
+- ``v_prism/v_prism.jsonl``: ``{"id", "topic", "question", "split"}`` — the paper's 550 questions
+  (``topic`` a slug or a name of topics.jsonl);
   the original layout ``{"dev": [{"id", "input", "topic"}], "test": [...]}`` (a ``.json`` file) is read too.
 - ``v_prism/annotations/<topic slug>.jsonl``: ``{"id", "proposition", "support", "neutral", "oppose"}``.
 """
@@ -18,41 +20,40 @@ from typing import Any
 from valuedrift.core.errors import DataError
 from valuedrift.core.io import read_records, require
 from valuedrift.core.vocab import STANCES
-from valuedrift.data.schemas import SLUG_OF_TOPIC, TOPICS, Probe
+from valuedrift.data.schemas import Probe
+from valuedrift.data.topics import TopicTable, topics_for
 
 QUESTIONS_FILE = Path("v_prism") / "v_prism.jsonl"
 ANNOTATIONS_DIR = Path("v_prism") / "annotations"
 
 
-def topic_slug(value: str, path: Path, line: int | None) -> str:
-    if value in TOPICS:
-        return value
-    if value in SLUG_OF_TOPIC:
-        return SLUG_OF_TOPIC[value]
-    raise DataError(path, line, f"unknown topic {value!r}; known: {', '.join(TOPICS)}")
+def _question_parser(topics: TopicTable) -> Any:
+    def parse(obj: dict[str, Any], path: Path, line: int) -> Probe:
+        split = require(obj, "split", str, path, line)
+        if split not in ("dev", "test"):
+            raise DataError(path, line, f"field 'split' must be dev or test, got {split!r}")
+        return Probe(
+            id=require(obj, "id", int, path, line),
+            topic=topics.slug(require(obj, "topic", str, path, line), path, line),
+            question=require(obj, "question", str, path, line),
+            split=split,
+        )
+
+    return parse
 
 
-def _parse_question(obj: dict[str, Any], path: Path, line: int) -> Probe:
-    split = require(obj, "split", str, path, line)
-    if split not in ("dev", "test"):
-        raise DataError(path, line, f"field 'split' must be dev or test, got {split!r}")
-    return Probe(
-        id=require(obj, "id", int, path, line),
-        topic=topic_slug(require(obj, "topic", str, path, line), path, line),
-        question=require(obj, "question", str, path, line),
-        split=split,
-    )
+def load_questions(path: str | Path, topics: TopicTable | None = None) -> list[Probe]:
+    """Read V-PRISM questions from our JSONL layout or the original ``{"dev": [...], "test": [...]}`` JSON.
 
-
-def load_questions(path: str | Path) -> list[Probe]:
-    """Read V-PRISM questions from our JSONL layout or the original ``{"dev": [...], "test": [...]}`` JSON."""
+    ``topics``: the bank's topic table (default: the ``topics.jsonl`` beside the file, if any)."""
     path = Path(path)
+    topics = topics if topics is not None else topics_for(path.parent)
     if path.suffix == ".json":
-        return _load_original_layout(path)
-    return read_records(path, _parse_question, key="id")
+        return _load_original_layout(path, topics)
+    return read_records(path, _question_parser(topics), key="id")
 
 
-def _load_original_layout(path: Path) -> list[Probe]:
+def _load_original_layout(path: Path, topics: TopicTable) -> list[Probe]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -71,7 +72,7 @@ def _load_original_layout(path: Path) -> list[Probe]:
             if obj["id"] in seen:
                 raise DataError(path, None, f"{where}: duplicate id {obj['id']}")
             seen.add(obj["id"])
-            probes.append(Probe(obj["id"], topic_slug(obj["topic"], path, None), obj["input"], split))
+            probes.append(Probe(obj["id"], topics.slug(obj["topic"], path, None), obj["input"], split))
     return probes
 
 
@@ -87,14 +88,13 @@ def _parse_annotation(obj: dict[str, Any], path: Path, line: int) -> dict[str, A
     return rec
 
 
-def load_annotations(directory: str | Path) -> dict[int, tuple[Path, int, dict[str, Any]]]:
+def load_annotations(directory: str | Path, topics: TopicTable) -> dict[int, tuple[Path, int, dict[str, Any]]]:
     """Read every ``<slug>.jsonl`` annotation file; returns id -> (file, record)."""
     directory = Path(directory)
     out: dict[int, tuple[Path, int, dict[str, Any]]] = {}
     files = sorted(directory.glob("*.jsonl"))
     for f in files:
-        if f.stem not in TOPICS:
-            raise DataError(f, None, f"annotation file must be named after a topic slug ({', '.join(TOPICS)})")
+        topics.check_file_stem(f, "annotation")
         for rec in read_records(f, _parse_annotation, key="id"):
             if rec["id"] in out:
                 raise DataError(f, None, f"id {rec['id']} is annotated twice (also in {out[rec['id']][0]})")
@@ -108,8 +108,9 @@ def load_probe_bank(data_dir: str | Path = "data", annotated_only: bool = True) 
     An annotation whose id is not a question, or whose file is not the question's topic, is an error.
     """
     data_dir = Path(data_dir)
-    questions = {p.id: p for p in load_questions(data_dir / QUESTIONS_FILE)}
-    annotations = load_annotations(data_dir / ANNOTATIONS_DIR)
+    topics = topics_for((data_dir / QUESTIONS_FILE).parent)
+    questions = {p.id: p for p in load_questions(data_dir / QUESTIONS_FILE, topics)}
+    annotations = load_annotations(data_dir / ANNOTATIONS_DIR, topics)
     probes = []
     for pid, (f, _rec) in annotations.items():
         q = questions.get(pid)

@@ -1,4 +1,6 @@
-"""Record types of the project's data: the probe (a value-laden question) and the V-PRISM topics.
+"""Record types of the project's data: the probe (a value-laden question).
+
+The topics of a probe bank are data: they come from the bank's own files (:mod:`valuedrift.data.topics`).
 
 File reading with file:line errors lives in :mod:`valuedrift.core.io`.
 """
@@ -6,23 +8,6 @@ File reading with file:line errors lives in :mod:`valuedrift.core.io`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-# slug -> V-PRISM topic name (the paper's 11 categories)
-TOPICS: dict[str, str] = {
-    "abortion": "Discussions on Abortion",
-    "climate": "Climate Change Opinions",
-    "elections": "Election and Political Discussions",
-    "economy": "Economic and Social Policy",
-    "work": "Work and Attitudes",
-    "religion": "Religion and Spirituality Beliefs",
-    "family": "Family and Relationship Values",
-    "death_penalty": "Ethics of Death and Penalty",
-    "immigration": "Immigration Policies",
-    "race": "Race and Racism",
-    "gender": "Gender and LGBTQ+ Identity",
-}
-TOPIC_SLUGS: tuple[str, ...] = tuple(TOPICS)
-SLUG_OF_TOPIC: dict[str, str] = {v: k for k, v in TOPICS.items()}
 
 
 @dataclass(frozen=True)

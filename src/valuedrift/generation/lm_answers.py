@@ -25,13 +25,15 @@ import gc
 import logging
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from valuedrift.config.schema.data import LMGeneratorConfig, PreferenceSetConfig
-from valuedrift.config.schema.params import Params
+from valuedrift.config.schema.evaluation import JudgeConfig
+from valuedrift.config.schema.models import ModelConfig
 from valuedrift.core.errors import ConfigError
 from valuedrift.core.vocab import STANCES, STYLES
 from valuedrift.data.bank import BankAnswer, ResponseBank
@@ -74,15 +76,16 @@ def styles_needed(cfg: PreferenceSetConfig) -> list[str]:
     return [y for y in STYLES if y in wanted]
 
 
-def check_lm_settings(cfg: PreferenceSetConfig, key: str, params: Params) -> None:
-    """Checks that need the file system or environment (model folder, judge template); nothing loads."""
+def check_lm_settings(cfg: PreferenceSetConfig, key: str, judges: Mapping[str, JudgeConfig]) -> None:
+    """Checks that need the file system or environment (model folder, judge template); nothing loads.
+    ``judges`` = ``eval.judges``."""
     if cfg.generator == "hf":
         if cfg.lm.model in BUNDLED:
             raise ConfigError(f"{key}.model", f"{cfg.lm.model!r} is a bundled name: run `valuedrift prepare-model` and use its folder (models/base)")
         problem = check_model_spec(cfg.lm.model)
         if problem:
             raise ConfigError(f"{key}.model", problem)
-    check_judge(params.eval.judges[cfg.lm.judge], f"eval.judges.{cfg.lm.judge}")
+    check_judge(judges[cfg.lm.judge], f"eval.judges.{cfg.lm.judge}")
 
 
 def select_questions(pool: list[Probe], n: int, seed: int) -> list[Probe]:
@@ -97,19 +100,20 @@ def select_questions(pool: list[Probe], n: int, seed: int) -> list[Probe]:
 # --------------------------------------------------------------------------------------------------
 
 
-def generate_hf(cells: list[Cell], lm: LMGeneratorConfig, seed: int, params: Params) -> list[list[str]]:
-    """Sample ``lm.candidates`` answers per cell from a local causal LM (batched, seeded per batch)."""
+def generate_hf(cells: list[Cell], lm: LMGeneratorConfig, seed: int, model: ModelConfig) -> list[list[str]]:
+    """Sample ``lm.candidates`` answers per cell from a local causal LM (batched, seeded per batch), loaded
+    with the ``model`` section's dtype, device and trust settings."""
     from valuedrift.stance.sampling import generate_samples
 
-    tokenizer = load_tokenizer(lm.model, params.model.trust_remote_code)
-    model = load_model(lm.model, params.model.dtype, params.model.device, params.model.trust_remote_code)
+    tokenizer = load_tokenizer(lm.model, model.trust_remote_code)
+    generator = load_model(lm.model, model.dtype, model.device, model.trust_remote_code)
     # sampling.generate_samples renders Probe.question with the chat template: give it the conditioned turn
     requests = [Probe(i, c.question.topic, conditioned_prompt(c.question, c.stance, c.style), "dev") for i, c in enumerate(cells)]
     samples = generate_samples(
-        model, tokenizer, requests, k=lm.candidates, temperature=lm.temperature,
+        generator, tokenizer, requests, k=lm.candidates, temperature=lm.temperature,
         max_new_tokens=lm.max_new_tokens, batch_size=lm.batch_size, seed=seed, progress=True,
     )
-    del model
+    del generator
     gc.collect()
     out: list[list[str]] = [[] for _ in cells]
     for s in samples:
@@ -181,17 +185,17 @@ def filter_answers(cells: list[Cell], texts: list[list[str]], judge: Any, min_pr
 
 
 def lm_response_bank(
-    cfg: PreferenceSetConfig, questions: list[Probe], seed: int, key: str, params: Params
+    cfg: PreferenceSetConfig, questions: list[Probe], seed: int, key: str, judges: Mapping[str, JudgeConfig], model: ModelConfig
 ) -> tuple[ResponseBank, list[dict[str, Any]]]:
     """Write, judge and filter answers for the set's questions; returns the bank (possibly without any
-    question that has all three stances) and every candidate row."""
+    question that has all three stances) and every candidate row. ``judges`` = ``eval.judges``; ``model``
+    (the ``model`` section) sets how the hf generator and an hf judge load."""
     pool = select_questions(question_pool(cfg, questions, None, key), cfg.lm.questions, seed)
     cells = [Cell(q, s, y) for q in pool for s in STANCES for y in styles_needed(cfg)]
     log.info("%s: generating %d × %d answers with %s (%s)", key, len(cells), cfg.lm.candidates, cfg.lm.model, cfg.generator)
-    texts = generate_hf(cells, cfg.lm, seed, params) if cfg.generator == "hf" else generate_openai(cells, cfg.lm, seed)
+    texts = generate_hf(cells, cfg.lm, seed, model) if cfg.generator == "hf" else generate_openai(cells, cfg.lm, seed)
     jname = cfg.lm.judge
-    m = params.model
-    judge = build_judge(jname, params.eval.judges[jname], f"eval.judges.{jname}", m.dtype, m.device, m.trust_remote_code)
+    judge = build_judge(jname, judges[jname], f"eval.judges.{jname}", model.dtype, model.device, model.trust_remote_code)
     bank, rows = filter_answers(cells, texts, judge, cfg.lm.min_judge_prob)
     log.info("%s: judge %s kept %d of %d answers %s; %d of %d questions have every stance", key, jname,
              sum(r["kept"] for r in rows), len(rows), kept_per_stance(rows), len(bank.question_ids()), len(pool))

@@ -9,12 +9,14 @@ and by every sweep trial (which rebuilds the set with the trial's value gap).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from valuedrift.config.schema.data import PreferenceSetConfig
-from valuedrift.config.schema.params import Params
+from valuedrift.config.schema.evaluation import EvalConfig, JudgeConfig
+from valuedrift.config.schema.models import ModelConfig
 from valuedrift.config.schema.parse import to_dict
 from valuedrift.core.errors import ConfigError
 from valuedrift.core.io import file_digest, write_jsonl
@@ -52,10 +54,13 @@ class SetPlan:
     seed: int
 
 
-def plan_sets(params: Params, names: list[str] | None, questions: list[Probe], bank: ResponseBank,
+def plan_sets(sets: Mapping[str, PreferenceSetConfig], judges: Mapping[str, JudgeConfig], seed: int,
+              names: list[str] | None, questions: list[Probe], bank: ResponseBank,
               profile: dict[str, float] | None) -> list[SetPlan]:
-    """Resolve every requested set's target and check its topic selection, before generating anything."""
-    sets = params.prepare_data.preference_sets
+    """Resolve every requested set's target and check its topic selection, before generating anything.
+
+    ``sets`` = ``prepare_data.preference_sets``, ``judges`` = ``eval.judges`` (an LM-written set's judge),
+    ``seed`` = the top-level ``seed`` (each set's seed derives from it and the set's name)."""
     for n in names or []:
         if n not in sets:
             raise ConfigError("--set", f"{n!r} is not defined in prepare_data.preference_sets ({', '.join(sets)})")
@@ -65,17 +70,20 @@ def plan_sets(params: Params, names: list[str] | None, questions: list[Probe], b
         target = resolve_target(cfg.target, profile, f"{key}.target")
         question_pool(cfg, questions, bank if cfg.generator == "bank" else None, key)
         if cfg.generator != "bank":
-            check_lm_settings(cfg, f"{key}.lm", params)
-        plans.append(SetPlan(name, key, cfg, target, set_seed(params.seed, name)))
+            check_lm_settings(cfg, f"{key}.lm", judges)
+        plans.append(SetPlan(name, key, cfg, target, set_seed(seed, name)))
     return plans
 
 
-def build_set(plan: SetPlan, params: Params, questions: list[Probe], bank: ResponseBank, out_dir: Path,
+def build_set(plan: SetPlan, ev: EvalConfig, model: ModelConfig, questions: list[Probe], bank: ResponseBank, out_dir: Path,
               profile: dict[str, float] | None) -> dict[str, Any]:
-    """Generate one set, check it for leaks, write it and its gap analysis. Returns the gap summary."""
+    """Generate one set, check it for leaks, write it and its gap analysis. Returns the gap summary.
+
+    From ``ev`` (the ``eval`` section): the judges of an LM-written set and the gap table's bootstrap and
+    CI; ``model`` sets how an hf generator or judge loads."""
     cfg = plan.cfg
     if cfg.generator != "bank":
-        bank, answers = lm_response_bank(cfg, questions, plan.seed, plan.key, params)
+        bank, answers = lm_response_bank(cfg, questions, plan.seed, plan.key, ev.judges, model)
         write_jsonl(out_dir / f"{plan.name}.answers.jsonl", answers)
         if not bank.question_ids():
             raise ConfigError(
@@ -89,7 +97,7 @@ def build_set(plan: SetPlan, params: Params, questions: list[Probe], bank: Respo
     assert_no_leaks(pairs, questions, f"preference set {plan.name}")
     data_file = out_dir / f"{plan.name}.jsonl"
     write_jsonl(data_file, pairs)
-    table = gap_table(generator_labels(pairs), params.eval.bootstrap, params.eval.ci, plan.seed)
+    table = gap_table(generator_labels(pairs), ev.bootstrap, ev.ci, plan.seed)
     meta = {
         "name": plan.name,
         "condition": cfg.target,

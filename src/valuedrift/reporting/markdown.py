@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 import pandas as pd
 
-from valuedrift.config.schema.params import Params
+from valuedrift.config.schema.data import CorpusMix
+from valuedrift.config.schema.evaluation import EvalConfig
+from valuedrift.config.schema.models import ModelConfig
+from valuedrift.config.schema.training import POConfig, SFTConfig
 from valuedrift.core.vocab import ALL
 from valuedrift.reporting.findings import (
     FAST_DRIFT_TIME,
@@ -28,10 +32,15 @@ def capability_table(cap: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def render(params: Params, summary: pd.DataFrame, infos: list[PhaseInfo], cap: pd.DataFrame, figures: list[str], tags: dict[str, str]) -> str:
-    majority = {name: max(mix.mix, key=mix.mix.get) for name, mix in params.prepare_data.corpora.items()}
-    sft = [i for i in infos if i.kind == "sft"]
-    po = [i for i in infos if i.kind == "po"]
+def render(
+    summary: pd.DataFrame, infos: list[PhaseInfo], cap: pd.DataFrame, figures: list[str], tags: dict[str, str], *,
+    corpora: Mapping[str, CorpusMix], model: ModelConfig, ev: EvalConfig, sft: SFTConfig, po: POConfig,
+) -> str:
+    """The report; the Setup section cites the ``model``, ``eval``, ``sft`` and ``po`` sections, and the SFT
+    verdict compares each corpus's drift with its majority stance (``prepare_data.corpora``)."""
+    majority = {name: max(mix.mix, key=mix.mix.get) for name, mix in corpora.items()}
+    sft_infos = [i for i in infos if i.kind == "sft"]
+    po_infos = [i for i in infos if i.kind == "po"]
     verdicts = [verdict_sft(summary, infos, majority), verdict_style_only(summary, infos), verdict_value_gap(summary, infos)]
     seeds = int(summary.n_seeds.max()) if not summary.empty else 0
     probes = int(summary[summary.topic == ALL].n_probes.max()) if "n_probes" in summary else 0
@@ -43,16 +52,16 @@ def render(params: Params, summary: pd.DataFrame, infos: list[PhaseInfo], cap: p
         "",
         "## Setup",
         "",
-        f"- Model: `{params.model.name}` ({params.model.dtype}, device {params.model.device}).",
-        f"- Stance measurement: likelihood route, τ = {params.eval.temperature}; phase ends score {probes} V-PRISM "
+        f"- Model: `{model.name}` ({model.dtype}, device {model.device}).",
+        f"- Stance measurement: likelihood route, τ = {ev.temperature}; phase ends score {probes} V-PRISM "
         f"probes (dev = training topics, test = held-out topics); every checkpoint scores "
-        f"{params.eval.trace_probes_per_topic} probes per topic. CIs: {params.eval.ci:.0%}, {params.eval.bootstrap} "
+        f"{ev.trace_probes_per_topic} probes per topic. CIs: {ev.ci:.0%}, {ev.bootstrap} "
         "bootstrap resamples over probes (one seed) or a t-interval across seeds.",
-        f"- SFT: corpora {', '.join(params.sft.corpora)}, {params.sft.max_steps} steps, lr {params.sft.learning_rate:g}, "
-        f"batch {params.sft.batch_size}×{params.sft.grad_accum}, evaluation every {params.sft.eval_every} steps.",
-        f"- Preference optimisation from `{params.po.start_from}`: {', '.join(params.po.algorithms)} × "
-        f"{', '.join(params.po.preference_sets)}, {params.po.max_steps} steps, lr {params.po.learning_rate:g}, "
-        f"evaluation every {params.po.eval_every} steps.",
+        f"- SFT: corpora {', '.join(sft.corpora)}, {sft.max_steps} steps, lr {sft.learning_rate:g}, "
+        f"batch {sft.batch_size}×{sft.grad_accum}, evaluation every {sft.eval_every} steps.",
+        f"- Preference optimisation from `{po.start_from}`: {', '.join(po.algorithms)} × "
+        f"{', '.join(po.preference_sets)}, {po.max_steps} steps, lr {po.learning_rate:g}, "
+        f"evaluation every {po.eval_every} steps.",
         f"- Seeds: {seeds}. Every number below is M_s = v_end − v_start (signed) with its CI; drift time ∈ [0, 1] "
         "(smaller = earlier).",
         "",
@@ -66,9 +75,9 @@ def render(params: Params, summary: pd.DataFrame, infos: list[PhaseInfo], cap: p
         lines += [f"### {v.finding}", "", f"**Verdict: {v.verdict}.**", "", f"- Paper: {v.paper}.", f"- Rule: {v.rule}."]
         lines += [f"- Ours: {o}" for o in v.ours] or ["- Ours: no run covers this finding in the current params."]
         lines.append("")
-    lines += ["## (a) SFT drift per corpus", "", markdown_table(drift_table(summary, sft)), "",
+    lines += ["## (a) SFT drift per corpus", "", markdown_table(drift_table(summary, sft_infos)), "",
               "## (b) Preference-optimisation drift per algorithm and preference set", "",
-              markdown_table(drift_table(summary, po)), "",
+              markdown_table(drift_table(summary, po_infos)), "",
               f"Drift time ≤ {FAST_DRIFT_TIME} counts as fast. Δ columns: drift magnitude [95% CI]; 'time' columns: drift time, "
               "'n/r' where the trace probes do not resolve the drift (the start lies inside the CI of the extreme "
               "checkpoint, so drift time is 0 by definition and says nothing; more trace probes narrow the CI).",

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from valuedrift.config.load import load_params
 from valuedrift.config.schema.parse import to_dict
+from valuedrift.stages.args import check_path, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="valuedrift check-params", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser("check-params", __doc__)
     a = ap.parse_args(argv)
+    check_path("params", a.params, "file")
     print(json.dumps(to_dict(load_params(a.params)), indent=2))

@@ -19,7 +19,6 @@ Writes ``metrics/drift_table.csv`` (every run × split × topic × stance), ``me
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -28,17 +27,17 @@ from valuedrift.core.io import write_json
 from valuedrift.metrics.summary import headline, summarise
 from valuedrift.reporting.figures import plot_trajectories
 from valuedrift.reporting.runs import compute
+from valuedrift.stages.args import check_flags, check_path, stage_parser
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="valuedrift drift", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--runs", default="runs")
+    ap = stage_parser("drift", __doc__, "runs", "plots")
     ap.add_argument("--metrics", default="metrics")
-    ap.add_argument("--plots", default="plots")
     a = ap.parse_args(argv)
+    check_path("params", a.params, "file")
+    check_flags(a, {"runs": "dir"}, ["metrics", "plots"])
     params = load_params(a.params)
     per_run, frames = compute(Path(a.runs), params.eval.bootstrap, params.eval.ci, params.seeds[0])
     if per_run.empty:

@@ -17,7 +17,6 @@ mix), ``table.md`` (the same as a readable table) and ``summary.json`` (headline
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from valuedrift.config.schema.parse import flatten, to_dict
 from valuedrift.core.errors import ConfigError
 from valuedrift.core.io import write_json, write_jsonl
 from valuedrift.core.vocab import ALL, STANCES
+from valuedrift.stages.args import check_flags, check_model_path, check_path, check_probes_flag, stage_parser
 from valuedrift.stance.evaluation import (
     EvalResult,
     check_checkpoint,
@@ -88,17 +88,19 @@ def log_to_mlflow(params: Params, res: EvalResult, out: Path, files: list[Path],
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="valuedrift eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser("eval", __doc__, "data", raw_doc=True)
     ap.add_argument("--checkpoint", default="models/base", help="model folder (checkpoint, final model, models/base) or hub id")
     ap.add_argument("--route", choices=("likelihood", "paper"), default=None, help="default: eval.route")
     ap.add_argument("--probes", default=None, help="<kind>:<hub id or path> (default: the V-PRISM bank in --data)")
     ap.add_argument("--probes-per-topic", type=int, default=None, help="override the per-(split, topic) probe count (0 = all)")
     ap.add_argument("--judge", default=None, help="paper route: a name from eval.judges (default: eval.paper.judge)")
-    ap.add_argument("--data", default="data")
     ap.add_argument("--out", default=None, help="output folder (default: evals/<checkpoint>/<route>)")
     ap.add_argument("--no-mlflow", action="store_true", help="write files only")
     a = ap.parse_args(argv)
+    check_path("params", a.params, "file")
+    check_model_path("checkpoint", a.checkpoint)
+    check_probes_flag(a.probes)
+    check_flags(a, {"data": "dir"}, ["out"])
     params = load_params(a.params)
     route = a.route or params.eval.route
     if a.probes_per_topic is not None and a.probes_per_topic < 0:
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     profiles = reference_profiles(params.eval.reference_profiles, params.prepare_data.corpora)  # a bad profile file fails here, before any model loads
     judge = make_judge(params.eval.judges, params.model, a.judge or params.eval.paper.judge) if route == "paper" else None
     log.info("eval %s on %s: %d probes, %d reference profiles", route, a.checkpoint, len(probes), len(profiles))
-    res = evaluate(params, a.checkpoint, route, probes, judge)
+    res = evaluate(params.eval, params.model, params.prepare_data.corpora, params.seed, a.checkpoint, route, probes, judge)
     name = a.checkpoint.strip("/").replace("/", "_")
     out = Path(a.out) if a.out else Path("evals") / name / route
     files = write_result(res, out)

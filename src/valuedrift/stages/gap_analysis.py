@@ -23,7 +23,6 @@ field fall in topic "all". The formulas are in value_gap.py. Writes ``PREFIX.gap
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from valuedrift.metrics.value_gap import (
     overall,
     write_gap_analysis,
 )
+from valuedrift.stages.args import check_output_file, check_path, looks_local, stage_parser
 from valuedrift.stance.judges import build_judge, check_judge
 
 log = logging.getLogger(__name__)
@@ -86,16 +86,18 @@ def check_judge_name(name: str, params: Params) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="valuedrift gap-analysis", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = stage_parser("gap-analysis", __doc__, raw_doc=True)
     ap.add_argument("source", help="a preference set: local file/folder or hub id")
     ap.add_argument("--format", default="auto", choices=FORMATS)
     ap.add_argument("--split", default=None, help="hub split (ultrafeedback: train_prefs, hh-rlhf: train)")
     ap.add_argument("--judge", default=None, help="judge in eval.judges (default for real data: eval.paper.judge)")
     ap.add_argument("--limit", type=int, default=0, help="analyse only the first N pairs (0 = all)")
     ap.add_argument("--out", default=None, help="output prefix (default: reports/gap/<source name>)")
-    ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args(argv)
+    check_path("params", a.params, "file")
+    if looks_local(a.source) or a.source.endswith((".jsonl", ".json", ".parquet")):  # else a hub id
+        check_path("SOURCE", a.source, "any")
+    check_output_file("out", a.out)
     params = load_params(a.params)
     if a.limit < 0:
         raise ConfigError("--limit", f"must be >= 0, got {a.limit}")

@@ -17,7 +17,6 @@ Writes ``judge_eval.json`` (every number), ``judge_eval.md`` (tables), ``predict
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from valuedrift.core.vocab import STANCES
 from valuedrift.data.probes import QUESTIONS_FILE, load_probe_bank, load_questions, select_probes
 from valuedrift.data.schemas import Probe
 from valuedrift.metrics.agreement import classification_metrics, majority_baseline, route_agreement
+from valuedrift.stages.args import check_flags, check_model_path, check_path, stage_parser
 from valuedrift.stance.evaluation import (
     check_checkpoint,
     likelihood_rows,
@@ -148,20 +148,22 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="valuedrift judge-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser("judge-eval", __doc__, "data", raw_doc=True)
     ap.add_argument("--checkpoint", default="models/base", help="checkpoint for the route agreement (folder or hub id)")
     ap.add_argument("--judges", nargs="+", default=None, help="names from eval.judges (default: judge_eval.judges)")
-    ap.add_argument("--data", default="data")
     ap.add_argument("--out", default="metrics/judge_eval")
     ap.add_argument("--no-mlflow", action="store_true")
     a = ap.parse_args(argv)
+    check_path("params", a.params, "file")
+    check_flags(a, {"data": "dir"}, ["out"])
     params = load_params(a.params)
     cfg = params.judge_eval
     data = Path(a.data)
     questions = {q.id: q for q in load_questions(data / QUESTIONS_FILE)}
     labelled = load_labelled(cfg.labelled, questions)
     names = a.judges or cfg.judges
+    if cfg.agreement_probes_per_topic:
+        check_model_path("checkpoint", a.checkpoint)
     probes = select_probes(load_probe_bank(data), cfg.agreement_probes_per_topic, params.eval.splits, params.probe_seed) if cfg.agreement_probes_per_topic else []
     if probes:
         check_checkpoint(a.checkpoint)

@@ -6,20 +6,21 @@ completion and validation while editing params. ``--check`` exits 1 if the file 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from valuedrift.config.json_schema import schema_text, write_schema
+from valuedrift.stages.args import check_output_file, stage_parser
 
 DEFAULT = Path("docs/params.schema.json")
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="valuedrift params-schema", description=__doc__)
+    ap = stage_parser("params-schema", __doc__, with_params=False)
     ap.add_argument("--out", default=str(DEFAULT), help=f"where to write the schema (default: {DEFAULT})")
     ap.add_argument("--check", action="store_true", help="only check that --out is up to date")
     a = ap.parse_args(argv)
+    check_output_file("out", a.out)
     out = Path(a.out)
     if a.check:
         if not out.exists() or out.read_text(encoding="utf-8") != schema_text():

@@ -17,7 +17,6 @@ fails naming its key.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -25,24 +24,25 @@ from valuedrift.core.paths import PREFERENCES_DIR, SFT_RUNS
 from valuedrift.data.bank import load_bank
 from valuedrift.data.probes import load_probe_bank
 from valuedrift.generation.preference_sets import build_set, plan_sets, sft_profile
-from valuedrift.stages.args import parse, stage_parser
+from valuedrift.stages.args import check_flags, check_path, parse, stage_parser
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser("preferences", __doc__, "data")
-    ap.formatter_class = argparse.RawDescriptionHelpFormatter
+    ap = stage_parser("preferences", __doc__, "data", raw_doc=True)
     ap.add_argument("--set", action="append", dest="sets", metavar="NAME",
                     help="generate only this preference set (repeatable; default: all)")
     ap.add_argument("--sft-run", default=None, help=f"default: {SFT_RUNS}/<po.start_from>")
     ap.add_argument("--out", default="processed", help="where processed/preferences/ is written (default: processed)")
     a, params = parse(ap, argv)
+    check_flags(a, {"data": "dir"}, ["out"])
+    check_path("sft-run", a.sft_run, "dir", must_exist=False)  # a missing run: targets that need it say so
     data = Path(a.data)
     questions = load_probe_bank(data, annotated_only=False)  # every question; propositions where annotated
     bank = load_bank(data)
     profile = sft_profile(Path(a.sft_run) if a.sft_run else SFT_RUNS / params.po.start_from)
-    plans = plan_sets(params, a.sets, questions, bank, profile)
+    plans = plan_sets(params.prepare_data.preference_sets, params.eval.judges, params.seed, a.sets, questions, bank, profile)
     out_dir = Path(a.out) / PREFERENCES_DIR
     for plan in plans:
-        build_set(plan, params, questions, bank, out_dir, profile)
+        build_set(plan, params.eval, params.model, questions, bank, out_dir, profile)

@@ -7,7 +7,6 @@ file is validated first; a bad record stops the stage with file:line before anyt
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections import Counter
 from pathlib import Path
@@ -20,17 +19,18 @@ from valuedrift.data.consistency import check_bank_questions
 from valuedrift.data.corpora import build_sft_corpus
 from valuedrift.data.leaks import assert_no_leaks
 from valuedrift.data.probes import QUESTIONS_FILE, load_probe_bank, load_questions
+from valuedrift.stages.args import check_flags, check_path, stage_parser
 from valuedrift.stance.capability import heldout_general_ids
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="valuedrift prepare-data", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data")
+    ap = stage_parser("prepare-data", __doc__, "data")
     ap.add_argument("--out", default="processed")
     a = ap.parse_args(argv)
+    check_path("params", a.params, "file")
+    check_flags(a, {"data": "dir"}, ["out"])
     params = load_params(a.params)
     data = Path(a.data)
     # validate everything before writing anything

@@ -6,22 +6,23 @@ is recorded as a pointer (no weights copied). See :mod:`valuedrift.models`.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 from pathlib import Path
 
 from valuedrift.config.load import load_params
 from valuedrift.models import BUNDLED, export_bundled, write_pointer
+from valuedrift.stages.args import check_flags, check_path, stage_parser
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="valuedrift prepare-model", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser("prepare-model", __doc__)
     ap.add_argument("--out", default="models/base")
     a = ap.parse_args(argv)
+    check_path("params", a.params, "file")
+    check_flags(a, {}, ["out"])
     params = load_params(a.params)
     out = Path(a.out)
     tmp = out.with_name(out.name + ".partial")

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 
 from valuedrift.config.load import parse_params
 from valuedrift.core.errors import ConfigError
+from valuedrift.stages.args import check_path, stage_parser
 
 
 def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -42,10 +42,11 @@ def dvc_set_args(overrides: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="valuedrift profile", description=__doc__)
+    ap = stage_parser("profile", __doc__)
     ap.add_argument("profile", help="YAML mapping of dotted params keys to values")
-    ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args(argv)
+    check_path("PROFILE", a.profile, "file")
+    check_path("params", a.params, "file")
     overrides = yaml.safe_load(Path(a.profile).read_text()) or {}
     base = yaml.safe_load(Path(a.params).read_text()) or {}
     parse_params(apply_overrides(base, overrides))  # validate before anything runs

@@ -28,6 +28,7 @@ from valuedrift.config.load import load_params
 from valuedrift.config.schema.models import TrackingConfig
 from valuedrift.core.errors import DataError
 from valuedrift.core.rundir import EVALS_DIR, TRAINER_STATE, RunDir
+from valuedrift.stages.args import check_path
 from valuedrift.tracking import Tracker, TrackingUnavailable
 from valuedrift.train.tracing import StanceTracer
 
@@ -107,9 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml", help="read tracking.* from here (defaults if absent)")
     ap.add_argument("--uri", default=None, help="tracking URI (default: $MLFLOW_TRACKING_URI, then tracking.uri)")
     a = ap.parse_args(argv)
-    cfg = load_params(a.params).tracking if Path(a.params).exists() else TrackingConfig()
+    check_path("params", a.params, "file", must_exist=False)
     for run_dir in a.run_dirs:
-        if not run_dir.is_dir():
-            raise DataError(run_dir, None, "run directory not found")
+        if not run_dir.exists():
+            raise DataError(run_dir, None, "RUN_DIR argument: run directory not found")
+        check_path("RUN_DIR", run_dir, "dir")
+    cfg = load_params(a.params).tracking if Path(a.params).exists() else TrackingConfig()
     for run_dir in a.run_dirs:
         print(json.dumps(relog(run_dir, cfg, a.uri)))

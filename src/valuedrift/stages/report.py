@@ -9,7 +9,6 @@ tagged with the pipeline id.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -20,20 +19,19 @@ from valuedrift.reporting.figures import bars_frame, plot_bars, plot_capability,
 from valuedrift.reporting.findings import phase_info
 from valuedrift.reporting.markdown import render
 from valuedrift.reporting.runs import capability_frame, discover_runs, topic_frames
+from valuedrift.stages.args import check_flags, check_path, stage_parser
 from valuedrift.tracking import Tracker, provenance_tags
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="valuedrift report", description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--runs", default="runs")
+    ap = stage_parser("report", __doc__, "runs", "processed", "plots")
     ap.add_argument("--metrics", default="metrics")
-    ap.add_argument("--processed", default="processed")
-    ap.add_argument("--plots", default="plots")
     ap.add_argument("--out", default="reports")
     a = ap.parse_args(argv)
+    check_path("params", a.params, "file")
+    check_flags(a, {"runs": "dir", "metrics": "dir", "processed": "dir"}, ["plots", "out"])
     params = load_params(a.params)
     summary_file = Path(a.metrics) / "drift_summary.csv"
     if not summary_file.exists():
@@ -62,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         plot_capability(cap, out / "capability.png")
         figures.append("capability.png")
     tags = provenance_tags()
-    (out / "report.md").write_text(render(params, summary, infos, cap, figures, tags))
+    (out / "report.md").write_text(render(summary, infos, cap, figures, tags, corpora=params.prepare_data.corpora,
+                                          model=params.model, ev=params.eval, sft=params.sft, po=params.po))
     # the report's MLflow run id lives outside runs/ (a dependency of drift) and outside reports/ (in git)
     tracker = Tracker(params.tracking, Path(".valuedrift") / "report")
     with tracker.run("report", {**tags, "stage": "report", "algorithm": "report"}):

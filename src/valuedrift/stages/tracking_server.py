@@ -8,23 +8,25 @@ unauthenticated server to the network: it needs ``--host`` explicitly and logs a
 
 from __future__ import annotations
 
-import argparse
 import logging
 import subprocess
 
+from valuedrift.stages.args import check_flags, check_output_file, stage_parser
 from valuedrift.tracking import LOCALHOST, tracking_server_command
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="valuedrift tracking-server", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = stage_parser("tracking-server", __doc__, with_params=False, raw_doc=True)
     ap.add_argument("--host", default=LOCALHOST, help=f"interface to bind (default {LOCALHOST})")
     ap.add_argument("--port", type=int, default=5000)
     ap.add_argument("--backend-store-uri", default="sqlite:///mlflow.db")
     ap.add_argument("--artifacts", default="mlartifacts", help="artifact folder")
     a = ap.parse_args(argv)
+    if a.backend_store_uri.startswith("sqlite:///"):
+        check_output_file("backend-store-uri", a.backend_store_uri[len("sqlite:///"):])
+    check_flags(a, {}, ["artifacts"])
     if a.host not in (LOCALHOST, "localhost", "::1"):
         log.warning("binding the MLflow server to %s: it has no authentication and is reachable from the network", a.host)
     cmd = tracking_server_command(a.backend_store_uri, a.artifacts, a.port, a.host)

@@ -34,10 +34,12 @@ import yaml
 from valuedrift.config.load import load_params
 from valuedrift.core.io import write_json
 from valuedrift.core.redaction import redact
+from valuedrift.stages.args import check_flags, check_model_path, check_output_file, check_path, stage_parser
 from valuedrift.train.po import sft_final
 from valuedrift.tune.space import override_keys
 from valuedrift.tune.storage import count_trials
-from valuedrift.tune.study import Sweep, best_tags, best_trials, choice_of
+from valuedrift.tune.study import Sweep
+from valuedrift.tune.trials import best_tags, best_trials, choice_of
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +58,10 @@ def dvc_exp_command(overrides: dict[str, Any]) -> str:
 
 
 def best_entries(sweep: Sweep) -> list[dict[str, Any]]:
+    assert sweep.study is not None
     out = []
-    for t in best_trials(sweep):
-        choice = choice_of(sweep, t)
+    for t in best_trials(sweep.study, sweep.multi):
+        choice = choice_of(t, sweep.tune, sweep.dims)
         overrides = override_keys(sweep.tune, choice)
         out.append({
             "trial": t.number,
@@ -171,7 +174,7 @@ def write_outputs(sweep: Sweep, out: Path, metrics_path: Path, plots: Path) -> d
     }
     write_json(metrics_path, summary)
     with sweep.parent() as parent:
-        parent.set_tags(best_tags(sweep))
+        parent.set_tags(best_tags(sweep.study, sweep.multi, sweep.tune, sweep.dims))
         if best and not sweep.multi:
             parent.log_metrics({f"best/{k}": v for k, v in best[0]["values"].items()}, step=counts.finished)
         for f in (out / "best_params.yaml", out / "trials.csv", metrics_path):
@@ -201,8 +204,7 @@ def start_workers(a: argparse.Namespace, sft_model: Path, indices: range, thread
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="valuedrift sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser("sweep", __doc__, raw_doc=True)
     ap.add_argument("--sft-model", default=None, help="start checkpoint of every trial (default: runs/sft/<po.start_from>/final)")
     ap.add_argument("--out", default="tune", help="working files in <out>/work/<study>; best_params.yaml and trials.csv in <out>")
     ap.add_argument("--metrics", default="metrics/sweep.json")
@@ -213,6 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-outputs", action="store_true", help="run trials only (extra workers)")
     ap.add_argument("--outputs-only", action="store_true", help="write the outputs from the study as it is, run no trial")
     a = ap.parse_args(argv)
+    check_path("params", a.params, "file")
+    check_model_path("sft-model", a.sft_model)
+    check_flags(a, {}, ["out", "plots"])
+    check_output_file("metrics", a.metrics)
     params = load_params(a.params)
     workers = a.workers or params.tune.workers
     if workers < 1 or a.worker_index < 0 or (a.n_trials is not None and a.n_trials < 1):

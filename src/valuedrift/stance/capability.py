@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from valuedrift.stance.likelihood import Request, format_prompt, score_requests
+from valuedrift.stance.likelihood import format_prompt
+from valuedrift.stance.request_scoring import Request, score_requests
 
 
 def heldout_general_ids(general: Sequence[dict[str, str]], n: int, seed: int) -> set[str]:

@@ -23,7 +23,6 @@ import pandas as pd
 from valuedrift.config.schema.data import CorpusMix
 from valuedrift.config.schema.evaluation import EvalConfig, JudgeConfig
 from valuedrift.config.schema.models import ModelConfig
-from valuedrift.config.schema.params import Params
 from valuedrift.core.errors import ConfigError
 from valuedrift.core.rundir import RunDir
 from valuedrift.core.vocab import ALL, STANCES
@@ -154,25 +153,31 @@ class EvalResult:
     summary: dict[str, Any]
 
 
-def evaluate(params: Params, checkpoint: str, route: str, probes: list[Probe], judge: Any = None) -> EvalResult:
-    """Score ``probes`` on ``checkpoint`` with ``route``; no files written."""
+def evaluate(
+    ev: EvalConfig, model: ModelConfig, corpora: Mapping[str, CorpusMix], seed: int,
+    checkpoint: str, route: str, probes: list[Probe], judge: Any = None,
+) -> EvalResult:
+    """Score ``probes`` on ``checkpoint`` with ``route``; no files written.
+
+    ``ev`` = the ``eval`` section, ``model`` = the ``model`` section (how the checkpoint loads), ``corpora`` =
+    ``prepare_data.corpora`` (their stance mixes join the reference profiles), ``seed`` = the top-level
+    ``seed`` (bootstrap resampling and the paper route's sampling)."""
     t0 = time.perf_counter()
-    ev = params.eval
     samples = None
     stored = stored_likelihood_rows(ev, checkpoint, probes) if route == "likelihood" else None
     if stored is not None:
         log.info("%s: using its training run's final evaluation (same weights, probes and settings)", checkpoint)
         table = stored
-        vectors = value_vectors(table, ev.bootstrap, ev.ci, params.seed)
+        vectors = value_vectors(table, ev.bootstrap, ev.ci, seed)
     elif route == "likelihood":
-        tokenizer, model = load_policy(params.model, checkpoint)
-        table = likelihood_rows(ev, tokenizer, model, probes)
-        vectors = value_vectors(table, ev.bootstrap, ev.ci, params.seed)
+        tokenizer, policy = load_policy(model, checkpoint)
+        table = likelihood_rows(ev, tokenizer, policy, probes)
+        vectors = value_vectors(table, ev.bootstrap, ev.ci, seed)
     else:
-        tokenizer, model = load_policy(params.model, checkpoint)
-        table, samples = paper_scorer(ev, params.seed, tokenizer, judge).score(model, probes, progress=True)
-        vectors = value_vectors(samples, ev.bootstrap, ev.ci, params.seed)
-    alignment = alignment_table(vectors, reference_profiles(ev.reference_profiles, params.prepare_data.corpora))
+        tokenizer, policy = load_policy(model, checkpoint)
+        table, samples = paper_scorer(ev, seed, tokenizer, judge).score(policy, probes, progress=True)
+        vectors = value_vectors(samples, ev.bootstrap, ev.ci, seed)
+    alignment = alignment_table(vectors, reference_profiles(ev.reference_profiles, corpora))
     overall = vectors[vectors.topic == ALL]
     summary: dict[str, Any] = {
         "checkpoint": checkpoint,

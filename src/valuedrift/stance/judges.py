@@ -212,7 +212,7 @@ class HFJudge(LabelLogprobJudge):
         return text + self.template.answer_prefix
 
     def label_logprobs(self, items: Sequence[tuple[str, str]], progress: bool = False) -> np.ndarray:
-        from valuedrift.stance.likelihood import Request, score_requests
+        from valuedrift.stance.request_scoring import Request, score_requests
 
         requests = []
         for q, a in items:

@@ -17,16 +17,17 @@ from typing import Any
 from valuedrift.algorithms.base import BuildContext, DataKind
 from valuedrift.algorithms.registry import algorithm_hparams, get_algorithm
 from valuedrift.config.schema.params import Params
-from valuedrift.config.schema.parse import flatten, to_dict
+from valuedrift.config.schema.parse import flatten
 from valuedrift.core.errors import ConfigError
 from valuedrift.core.io import file_digest, read_records
-from valuedrift.core.paths import PREFERENCES_DIR, SFT_RUNS, gap_files, preference_file
+from valuedrift.core.paths import DATA, PREFERENCES_DIR, SFT_RUNS, gap_files, preference_file
 from valuedrift.tracking import Tracker
 from valuedrift.train.scaffold import (
     RunPlan,
     TracedRun,
     flat_params,
     log_callbacks,
+    run_inputs,
     seed_run_dir,
     train_traced,
 )
@@ -34,8 +35,6 @@ from valuedrift.train.scaffold import (
 log = logging.getLogger(__name__)
 
 PAIR_KEYS = ("prompt", "chosen", "rejected")
-# po keys that select *which* runs exist; they do not change what one run computes
-SELECTION_KEYS = ("algorithms", "preference_sets", "hparams")
 
 
 def sft_final(params: Params, runs: Path = SFT_RUNS) -> Path:
@@ -88,9 +87,9 @@ def log_preference_set(tracker: Tracker, processed: Path, name: str) -> None:
 
 
 def po_inputs(params: Params, algorithm: str, hparams: dict[str, Any]) -> dict[str, Any]:
-    """What defines one po run beyond seed/model/eval: the shared po keys and this algorithm's hparams."""
-    po = {k: v for k, v in to_dict(params.po).items() if k not in SELECTION_KEYS}
-    return {"po": po, "algorithm": algorithm, "hparams": hparams}
+    """What defines one po run: the po stage's keys in the stage table (this algorithm's ``po.hparams``
+    entry among them) and the algorithm's resolved hyperparameters (the registry's defaults included)."""
+    return {**run_inputs(params, "po", algorithm=algorithm), "algorithm": algorithm, "hparams": hparams}
 
 
 def run_po(
@@ -101,10 +100,12 @@ def run_po(
     algorithm: str,
     pref_set: str,
     callbacks: list[Any] | None = None,
+    data_dir: Path = DATA,
 ) -> Path:
     """Train, trace and save one (algorithm, preference set) run; returns its run folder.
 
-    ``callbacks`` are extra ``TrainerCallback`` objects (e.g. an Optuna pruning hook).
+    ``callbacks`` are extra ``TrainerCallback`` objects (e.g. an Optuna pruning hook); ``data_dir`` holds
+    the probe bank the stances are traced on.
     """
     algo = get_algorithm(algorithm)
     if pref_set not in params.prepare_data.preference_sets:
@@ -146,4 +147,4 @@ def run_po(
         mlflow_params={**flat_params(params, "po"), **{f"hp.{k}": v for k, v in hparams.items()}},
         frame=pairs_frame(rows), input_name=f"preferences/{pref_set}", before_train=before_train,
     )
-    return train_traced(params, plan, out_root, callbacks).path
+    return train_traced(params, plan, out_root, callbacks, data_dir).path

@@ -26,7 +26,8 @@ from typing import Any
 
 from valuedrift.config.schema.evaluation import EvalConfig
 from valuedrift.config.schema.params import Params
-from valuedrift.config.schema.parse import flatten, to_dict
+from valuedrift.config.schema.parse import flatten, pick, to_dict
+from valuedrift.config.schema.stage_table import run_input_keys
 from valuedrift.config.schema.training import TrainConfig
 from valuedrift.core.io import file_digest, fingerprint, write_json
 from valuedrift.core.paths import DATA
@@ -175,18 +176,29 @@ class RunPlan:
     before_train: Callable[[TracedRun], None] | None = None
 
 
+def run_inputs(params: Params, stage: str, **item: str) -> dict[str, Any]:
+    """The params values that define one run of ``stage``: its keys in the stage table
+    (:func:`valuedrift.config.schema.stage_table.run_input_keys`), the same list dvc.yaml declares."""
+    return pick(to_dict(params), run_input_keys(stage, **item))
+
+
 def run_fingerprint(params: Params, inputs: dict[str, Any], data_file: Path, start_model: Path) -> str:
-    """What defines one run: seed, model and eval settings, the kind's ``inputs``, the data and the start model.
+    """What defines one run: its ``inputs`` (:func:`run_inputs`, plus what a kind resolves itself, such as an
+    algorithm's hyperparameters with the registry's defaults), the data and the start model.
 
-    Adding another corpus, algorithm or preference set to the matrix does not restart the runs that exist.
+    Selection keys (the lists of corpora, algorithms, preference sets, seeds) are not inputs: adding another
+    entry to the matrix does not restart the runs that exist.
     """
-    return fingerprint(flat_params(params), inputs, file_digest(data_file), str(start_model))
+    return fingerprint(inputs, file_digest(data_file), str(start_model))
 
 
-def train_traced(params: Params, plan: RunPlan, out_root: Path, callbacks: list[Any] | None = None) -> RunDir:
+def train_traced(
+    params: Params, plan: RunPlan, out_root: Path, callbacks: list[Any] | None = None, data_dir: Path = DATA
+) -> RunDir:
     """Train, trace and save one run of ``plan`` with seed ``params.seed``; returns its run folder.
 
-    ``callbacks`` are extra ``TrainerCallback`` objects (e.g. an Optuna pruning hook).
+    ``callbacks`` are extra ``TrainerCallback`` objects (e.g. an Optuna pruning hook); ``data_dir`` holds
+    the probe bank the tracer scores (and the general rows of the capability probe).
     """
     from transformers import set_seed
 
@@ -202,7 +214,9 @@ def train_traced(params: Params, plan: RunPlan, out_root: Path, callbacks: list[
     model_cfg = params.model
     tokenizer = load_tokenizer(plan.start_model, model_cfg.trust_remote_code)
     tracker = Tracker(params.tracking, run.path)
-    traced = make_traced_run(params.eval, params.probe_seed, params.seed, tracker, run, tokenizer, plan.train.eval_every)
+    traced = make_traced_run(
+        params.eval, params.probe_seed, params.seed, tracker, run, tokenizer, plan.train.eval_every, data_dir
+    )
     resume = run.last_checkpoint() if resumable else None
     tags = run_tags(plan.kind, plan.algorithm, **plan.tags, seed=str(params.seed), world_size=str(world_size()))
     opened = tracker.run(plan.run_name, tags, plan.mlflow_params)

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from valuedrift.config.schema.params import Params
-from valuedrift.config.schema.parse import to_dict
 from valuedrift.core.errors import ConfigError
 from valuedrift.core.io import read_records
-from valuedrift.core.paths import corpus_file
-from valuedrift.train.scaffold import RunPlan, TracedRun, flat_params, train_traced
+from valuedrift.core.paths import DATA, corpus_file
+from valuedrift.train.scaffold import RunPlan, TracedRun, flat_params, run_inputs, train_traced
 
 
 def corpus_frame(rows: list[dict[str, Any]]) -> Any:
@@ -35,11 +34,13 @@ def run_sft(
     out_root: Path,
     corpus: str | None = None,
     callbacks: list[Any] | None = None,
+    data_dir: Path = DATA,
 ) -> Path:
     """Train, trace and save on ``corpus`` (default: ``po.start_from``) with seed ``params.seed``; returns
     the run folder (``out_root/<corpus>``, or ``out_root/<corpus>/seeds/<seed>`` for a further seed).
 
-    ``callbacks`` are extra ``TrainerCallback`` objects (e.g. an Optuna pruning hook).
+    ``callbacks`` are extra ``TrainerCallback`` objects (e.g. an Optuna pruning hook); ``data_dir`` holds
+    the probe bank the stances are traced on.
     """
     corpus = corpus or params.po.start_from
     if corpus not in params.prepare_data.corpora:
@@ -58,8 +59,8 @@ def run_sft(
 
     plan = RunPlan(
         kind="sft", name=corpus, run_name=f"sft-{corpus}", train=cfg, start_model=Path(base_model), data_file=data_file,
-        inputs={k: v for k, v in to_dict(cfg).items() if k != "corpora"},  # the list of corpora selects runs
+        inputs=run_inputs(params, "sft"),
         build_trainer=build, tags={"corpus": corpus}, mlflow_params=flat_params(params, "sft"),
         frame=corpus_frame(rows), input_name=f"sft/{corpus}",
     )
-    return train_traced(params, plan, out_root, callbacks).path
+    return train_traced(params, plan, out_root, callbacks, data_dir).path

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from valuedrift.core.errors import check
+from valuedrift.core.paths import DATA
 from valuedrift.core.vocab import ALL, STANCES
-from valuedrift.data.schemas import TOPIC_SLUGS
+from valuedrift.data.topics import known_topics
 from valuedrift.metrics.drift import jsd_alignment, w1_alignment
 from valuedrift.stance.reference import config_fail, parse_profiles
 from valuedrift.stance.reference import load_reference as stance_load_reference
@@ -38,6 +39,7 @@ DIRECTIONS: dict[str, str] = {
     "capability": "minimize",
 }
 CAPABILITY_METRIC = "capability/heldout_nll"
+BANK_DIR = DATA / "v_prism"  # reference topics are checked against this bank's topics.jsonl
 
 
 def vector(vectors: list[dict[str, Any]], split: str, topic: str = ALL) -> dict[str, float]:
@@ -55,13 +57,13 @@ def parse_reference(obj: Any, key: str) -> dict[str, dict[str, float]]:
     Accepted: one profile ``{support, neutral, oppose}`` (compared with the split's "all" vector), or a
     mapping of topic slugs (and/or ``all``) to profiles.
     """
-    return parse_profiles(obj, key, config_fail, TOPIC_SLUGS)
+    return parse_profiles(obj, key, config_fail, known_topics(BANK_DIR))
 
 
 def load_reference(spec: dict[str, Any] | str, profiles_dir: str | Path, key: str = "tune.reference") -> dict[str, dict[str, float]]:
     """An inline profile or topic mapping, a JSON/YAML file, or a profile name in ``<eval.reference_profiles>``
     (e.g. ``uniform``): every form params.yaml documents for ``tune.reference``."""
-    return stance_load_reference(spec, profiles_dir, key, TOPIC_SLUGS)
+    return stance_load_reference(spec, profiles_dir, key, known_topics(BANK_DIR))
 
 
 @dataclass

@@ -2,10 +2,8 @@
 
 One trial = one ``po`` run (:func:`valuedrift.train.po.run_po`, the stage's own code) from the SFT
 checkpoint, with the trial's algorithm and values (tune/space.py) and the preference set rebuilt with the
-trial's value gap, scored by the objectives of tune/objectives.py. A :class:`TrialCallback` joins the run
-to its trial: it reports the running objective at every checkpoint the stance tracer scored
-(``trial.report``; the pruner's ``should_prune`` stops training with ``optuna.TrialPruned``), and it turns
-off intermediate checkpoint saves (a trial is never resumed half-way; an interrupted one is retried).
+trial's value gap, scored by the objectives of tune/objectives.py. A trial's MLflow run, the callback that
+joins the run to its trial (pruning included) and reading finished trials back: :mod:`valuedrift.tune.trials`.
 
 The SFT checkpoint is scored once per study (the *baseline*) and every trial starts from that record, so
 all trials are compared with the same v_t0.
@@ -43,11 +41,11 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from transformers import TrainerCallback
 
 from valuedrift.algorithms.registry import algorithm_hparams
 from valuedrift.config.schema.params import Params
-from valuedrift.config.schema.parse import flatten, to_dict
+from valuedrift.config.schema.parse import flatten, pick, to_dict
+from valuedrift.config.schema.stage_table import run_input_keys
 from valuedrift.config.schema.tune import TuneConfig
 from valuedrift.core.errors import ConfigError
 from valuedrift.core.io import fingerprint, tree_digest, write_jsonl
@@ -66,14 +64,7 @@ from valuedrift.train.po import po_inputs, run_po
 from valuedrift.train.scaffold import make_traced_run, run_fingerprint, seed_run_dir
 from valuedrift.train.tracing import StanceTracer
 from valuedrift.tune.objectives import ObjectiveSpec, load_reference
-from valuedrift.tune.space import (
-    Choice,
-    Dimension,
-    apply_choice,
-    dimensions,
-    enqueue_values,
-    suggest,
-)
+from valuedrift.tune.space import Dimension, apply_choice, dimensions, enqueue_values, suggest
 from valuedrift.tune.storage import (
     check_storage,
     count_trials,
@@ -84,10 +75,10 @@ from valuedrift.tune.storage import (
     resolve_storage,
     worker_identity,
 )
+from valuedrift.tune.trials import PARENT_ATTR, TrialCallback, best_tags, close_trial_run, drop_models
 
 log = logging.getLogger(__name__)
 
-PARENT_ATTR = "mlflow_parent_run_id"
 INPUTS_ATTR = "inputs"
 
 
@@ -101,27 +92,28 @@ def model_digest(path: Path) -> str:
     return tree_digest(path)
 
 
+# shared search dimensions that replace a po key in every trial (tune/space.py)
+SWEPT_PO_KEYS = {"steps": "po.max_steps", "learning_rate": "po.learning_rate"}
+
+
 def study_inputs(params: Params, sft_digest: str) -> dict[str, Any]:
     """Everything that makes two trials comparable; a study only continues with the same inputs.
 
-    Values the study itself sweeps, and settings that only steer the search (n_trials, sampler, …),
-    are left out.
+    A trial is a ``po`` run, so its inputs are the po stage's run inputs in the stage table
+    (:func:`valuedrift.config.schema.stage_table.run_input_keys`) for each algorithm the study chooses from,
+    less the values the study itself sweeps; plus the SFT checkpoint's digest, the preference set the
+    trials rebuild (less its gap when swept) and the objectives. Settings that only steer the search
+    (n_trials, sampler, …) are left out.
     """
     t = params.tune
-    ev = params.eval
-    swept = {"steps": "max_steps", "learning_rate": "learning_rate"}
-    po = {k: v for k, v in to_dict(params.po).items()
-          if k not in ("algorithms", "preference_sets") and k not in {swept[s] for s in t.space if s in swept}}
+    swept = {SWEPT_PO_KEYS[s] for s in t.space if s in SWEPT_PO_KEYS}
+    keys = sorted({k for a in t.algorithms for k in run_input_keys("po", algorithm=a)} - swept)
     pref = to_dict(params.prepare_data.preference_sets[t.preference_set])
     if "gap" in t.space:
         pref.pop("gap")
     return {
-        "seed": params.seed,
-        "model": {"dtype": params.model.dtype, "trust_remote_code": params.model.trust_remote_code},
+        "run": pick(to_dict(params), keys),
         "sft_model": sft_digest,
-        "eval": {k: getattr(ev, k) for k in ("temperature", "trace_probes_per_topic", "phase_probes_per_topic", "splits",
-                                              "prompt_format", "system_prompt", "bootstrap", "ci", "capability_rows")},
-        "po": po,
         "preference_set": {"name": t.preference_set, **pref},
         "objectives": {"names": t.objectives, "target": t.target, "split": t.split, "reference": t.reference,
                        "alignment": t.alignment},
@@ -137,9 +129,6 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 # The sweep
 # --------------------------------------------------------------------------------------------------
 
-
-class _KeepFailed(Exception):
-    """Raised inside a reopened MLflow run so that MLflow closes it as FAILED."""
 
 @dataclass
 class Sweep:
@@ -221,7 +210,6 @@ class Sweep:
         """Score the SFT checkpoint once (step 0 of every trial); cached on disk under the inputs' hash."""
         from filelock import FileLock
 
-
         p = self.params
         self.baseline_dir = self.work_dir / f"baseline-{fingerprint(self.inputs)[:12]}"
         self.baseline_dir.mkdir(parents=True, exist_ok=True)
@@ -241,7 +229,6 @@ class Sweep:
         self.profile = StanceTracer.summary(self.baseline)
 
     def _target(self) -> str:
-
         if self.tune.target != "auto":
             return self.tune.target
         cfg = self.params.prepare_data.preference_sets[self.tune.preference_set]
@@ -276,29 +263,10 @@ class Sweep:
     def spec_directions(self) -> list[str]:
         return ObjectiveSpec(list(self.tune.objectives), "support", self.tune.split).directions
 
-    def trial_tags(self, number: int, state: str) -> dict[str, str]:
-        assert self.study is not None
-        tags = {"optuna.study": self.tune.study, "optuna.trial": str(number), "optuna.state": state, "stage": "tune"}
-        parent = self.study.user_attrs.get(PARENT_ATTR)
-        if parent:
-            tags["mlflow.parentRunId"] = parent
-        return tags
-
     def close_trial_run(self, run_dir: Path, number: int, state: str, extra: dict[str, str] | None = None) -> None:
-        """Record the final Optuna state on a trial's MLflow run after run_po left it.
-
-        run_po's run ends FAILED when training raises (a prune or an error). A pruned trial is reopened
-        and closed FINISHED; a failed one is reopened and closed FAILED again. A trial that failed before
-        its run started gets a run here, so every trial has one.
-        """
-        tracker = Tracker(self.params.tracking, run_dir)
-        tags = {**self.trial_tags(number, state), "mlflow.runName": f"trial-{number:04d}", **(extra or {})}
-        try:
-            with tracker.run(f"trial-{number:04d}", tags):
-                if state == "FAIL":
-                    raise _KeepFailed
-        except _KeepFailed:
-            pass
+        """:func:`valuedrift.tune.trials.close_trial_run` for a trial of this study."""
+        assert self.study is not None
+        close_trial_run(self.params.tracking, self.study, run_dir, number, state, extra)
 
     # -- trials ----------------------------------------------------------------------------------------
     def trial_dir(self, number: int) -> Path:
@@ -325,7 +293,8 @@ class Sweep:
             hparams = algorithm_hparams(trial_params.po.hparams, choice.algorithm)
             inputs = po_inputs(trial_params, choice.algorithm, hparams)
             self.start_from_baseline(run_dir, run_fingerprint(trial_params, inputs, data_file, self.sft_model))
-            callback = TrialCallback(self, trial, run_dir, choice, {f"data/gap/{s}": v for s, v in gap.items()})
+            callback = TrialCallback(trial, run_dir, choice, {f"data/gap/{s}": v for s, v in gap.items()}, study=self.study,
+                                     tracking=self.params.tracking, spec=self.spec, baseline=self.baseline)
             run_po(trial_params, self.sft_model, processed, trial_dir, choice.algorithm, pref, callbacks=[callback])
             values = callback.final_values
             if values is None:
@@ -352,11 +321,12 @@ class Sweep:
         generator) but with the trial's gap; returns its value gap per stance (chosen − rejected shares).
         The stage's gap analysis (bootstrap table, plot) is left out: the gap is exact by construction."""
         name = self.tune.preference_set
-        plan = plan_sets(trial_params, [name], self.questions, self.bank, self.profile)[0]
+        judges = trial_params.eval.judges
+        plan = plan_sets(trial_params.prepare_data.preference_sets, judges, trial_params.seed, [name], self.questions,
+                         self.bank, self.profile)[0]
         bank = self.bank
         if plan.cfg.generator != "bank":
-
-            bank, _ = lm_response_bank(plan.cfg, self.questions, plan.seed, plan.key, trial_params)
+            bank, _ = lm_response_bank(plan.cfg, self.questions, plan.seed, plan.key, judges, trial_params.model)
         pairs = generate_pairs(plan.cfg, self.questions, bank, plan.seed, plan.target, plan.key)
         assert_no_leaks(pairs, self.questions, f"preference set {name}")
         write_jsonl(path, pairs)
@@ -408,7 +378,7 @@ class Sweep:
             if frozen.state == TrialState.COMPLETE:
                 values = frozen.user_attrs.get("values", {})
                 parent.log_metrics({f"trial/{k}": v for k, v in values.items()}, step=frozen.number)
-            parent.set_tags(best_tags(self))
+            parent.set_tags(best_tags(study, self.multi, self.tune, self.dims))
 
     def work(self, n_trials: int | None = None, timeout_s: float | None = None) -> int:
         """Run trials until the study holds ``n_trials`` finished ones (or the timeout, or a spent grid)."""
@@ -418,6 +388,9 @@ class Sweep:
         start, ran = time.monotonic(), 0
         while True:
             self.reclaim_interrupted()
+            with warnings.catch_warnings():  # trials of dead workers on other hosts (RDB heartbeats)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
             counts = count_trials(self.study)
             if counts.finished + counts.running >= n_trials:
                 break
@@ -432,100 +405,3 @@ class Sweep:
             ran += 1
         log.info("worker %d ran %d trial(s); study now %s", self.worker_index, ran, count_trials(self.study))
         return ran
-
-
-def drop_models(trial_dir: Path) -> None:
-    """Delete a trial's saved weights (its stance tables, trajectory and preference data stay)."""
-    if not trial_dir.exists():
-        return
-    for d in RunDir(trial_dir).model_folders():
-        shutil.rmtree(d, ignore_errors=True)
-
-
-def best_trials(sweep: Sweep) -> list[FrozenTrial]:
-    """The best trial (one objective) or the Pareto front (several); [] before any trial completed."""
-    assert sweep.study is not None
-    try:
-        return list(sweep.study.best_trials) if sweep.multi else [sweep.study.best_trial]
-    except ValueError:
-        return []
-
-
-def best_tags(sweep: Sweep) -> dict[str, str]:
-    best = best_trials(sweep)
-    if not best:
-        return {}
-    if sweep.multi:
-        return {"best.pareto_trials": ",".join(str(t.number) for t in best)}
-    t = best[0]
-    tags = {"best.trial": str(t.number)}
-    tags.update({f"best.value.{k}": f"{v:.6g}" for k, v in t.user_attrs.get("values", {}).items()})
-    tags.update({f"best.param.{k}": str(v) for k, v in choice_of(sweep, t).values.items()})
-    tags["best.param.algorithm"] = choice_of(sweep, t).algorithm
-    return tags
-
-
-def choice_of(sweep: Sweep, t: FrozenTrial) -> Choice:
-    """A finished trial's algorithm and decoded values."""
-    algorithm = t.params.get("algorithm") or t.user_attrs.get("algorithm") or sweep.tune.algorithms[0]
-    by_name = {d.name: d for d in sweep.dims.get(algorithm, [])}
-    values = {k: (by_name[k].decode(v) if k in by_name else v) for k, v in t.params.items() if k != "algorithm"}
-    return Choice(algorithm, values)
-
-
-class TrialCallback(TrainerCallback):
-    """Joins one po run to its Optuna trial (added to run_po's callbacks, after the stance tracer's).
-
-    - start: tags the run (the one run_po opened) as a child of the sweep's parent run, logs the trial's
-      parameters and the measured value gap of its preference data;
-    - every step: no checkpoint is saved; each checkpoint the tracer scored since the last call gives the
-      running objective values (trace probes vs the baseline's), logged as ``objective/running/<name>``
-      and reported with ``trial.report`` (one objective); the pruner may stop training (TrialPruned);
-    - end: the final objective values (phase probes) as ``objective/<name>``.
-    """
-    def __init__(self, sweep: Sweep, trial: optuna.Trial, run_dir: Path, choice: Choice, extra_metrics: dict[str, float]):
-        self.sweep, self.trial, self.run_dir, self.choice = sweep, trial, Path(run_dir), choice
-        self.extra_metrics = extra_metrics
-        self.tracker = Tracker(sweep.params.tracking, run_dir)  # logs to the active run: run_po's
-        self.last_step = 0
-        self.final_values: dict[str, float] | None = None
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not state.is_world_process_zero:
-            return
-        tags = {**self.sweep.trial_tags(self.trial.number, "RUNNING"), "mlflow.runName": f"trial-{self.trial.number:04d}"}
-        self.tracker.set_tags(tags)
-        self.tracker.log_params({f"trial.{k}": v for k, v in {"algorithm": self.choice.algorithm, **self.choice.values}.items()})
-        self.tracker.log_metrics(self.extra_metrics, step=0)
-        run_id = RunDir(self.run_dir).run_id()
-        if run_id:
-            self.trial.set_user_attr("mlflow_run_id", run_id)
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        control.should_save = False  # trials are retried whole, never resumed from a checkpoint
-        if state.is_world_process_zero:
-            self._report(prune=True)
-
-    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not state.is_world_process_zero:
-            return
-        self._report(prune=False)
-        final = RunDir(self.run_dir).checkpoint_records()[-1]
-        assert self.sweep.spec is not None
-        self.final_values = self.sweep.spec.values(self.sweep.baseline, final, final=True)
-        self.tracker.log_metrics({f"objective/{k}": v for k, v in self.final_values.items()}, step=final["step"])
-        self.tracker.set_tags({"optuna.state": "COMPLETE"})
-
-    def _report(self, prune: bool) -> None:
-        spec = self.sweep.spec
-        assert spec is not None
-        new = [c for c in RunDir(self.run_dir).checkpoint_records() if c["step"] > self.last_step]
-        for record in new:
-            values = spec.values(self.sweep.baseline, record, final=False)
-            self.tracker.log_metrics({f"objective/running/{k}": v for k, v in values.items()}, step=record["step"])
-            if not self.sweep.multi:
-                self.trial.report(values[spec.names[0]], record["step"])
-            self.last_step = record["step"]
-        if prune and new and not self.sweep.multi and self.trial.should_prune():
-            self.tracker.set_tags({"optuna.state": "PRUNED"})
-            raise optuna.TrialPruned(f"pruned at step {self.last_step}")

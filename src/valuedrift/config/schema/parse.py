@@ -110,3 +110,14 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def pick(data: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    """``{key: value}`` for dotted ``keys`` of a nested mapping (``to_dict(params)``); a missing key is None."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        node: Any = data
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        out[key] = node
+    return out

@@ -1,7 +1,9 @@
 """The stage table: per DVC stage, the module it runs and the params keys it reads.
 
-One declaration that ``dvc.yaml`` / ``sweeps/dvc.yaml`` ``params:`` lists, the run fingerprint
-(:func:`fingerprint_keys`) and ``tests/test_stage_table.py`` share. Keys are DVC ``params:`` entries: a whole
+One declaration that ``dvc.yaml`` / ``sweeps/dvc.yaml`` ``params:`` lists, the run fingerprint of a training
+run (:func:`run_input_keys`, used by ``valuedrift.train.scaffold``), the sweep's study inputs
+(``valuedrift.tune.study``) and ``tests/test_stage_table.py`` share. It lives beside the params schema
+(it is data about params keys and imports nothing), so every layer can read it. Keys are DVC ``params:`` entries: a whole
 section (``model``) or a dotted key, with ``${item.*}`` / ``${key}`` for the stage's matrix or foreach.
 
 A key is listed when the code the stage runs reads it to compute its outputs. Not listed: keys that only
@@ -147,3 +149,23 @@ def fingerprint_keys(stage: str) -> list[str]:
         return list(STAGES[stage].params)
     except KeyError:
         raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}") from None
+
+
+# keys a training stage reads that do not change what one run computes: which seeds exist (each seed's run
+# has its own folder and fingerprint) and where MLflow logs
+NOT_RUN_INPUTS: tuple[str, ...] = ("seeds", "tracking")
+
+
+def run_input_keys(stage: str, **item: str) -> list[str]:
+    """The params keys that define one run of ``stage`` (its fingerprint): the stage's keys without
+    :data:`NOT_RUN_INPUTS`, with ``${item.<name>}`` replaced by ``item[name]`` (e.g. ``algorithm="dpo"``)."""
+    keys = []
+    for k in fingerprint_keys(stage):
+        if k in NOT_RUN_INPUTS:
+            continue
+        for name, value in item.items():
+            k = k.replace(f"${{item.{name}}}", value)
+        if "${" in k:
+            raise KeyError(f"stage {stage!r} key {k!r} needs a value for its ${{…}} (got {sorted(item)})")
+        keys.append(k)
+    return keys

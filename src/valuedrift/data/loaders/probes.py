@@ -35,8 +35,9 @@ from typing import Any
 
 from valuedrift.core.errors import DataError
 from valuedrift.core.io import iter_jsonl
-from valuedrift.data.probes import load_questions, topic_slug
+from valuedrift.data.probes import load_questions
 from valuedrift.data.schemas import Probe
+from valuedrift.data.topics import topics_for
 
 PRISM_TYPES: tuple[str, ...] = ("controversy guided", "values guided")
 Where = tuple[str, int | None]
@@ -141,6 +142,7 @@ def load_vprism(source: str) -> list[Probe]:
         return load_questions(path)
 
     probes, seen = [], set()
+    topics = topics_for(path.parent)  # no local topics file: topics from the rows' names
     for split in ("dev", "test"):
         for (where, line), row in rows(source, "json", "", hub_split=split):
             loc = (where, line)
@@ -151,7 +153,7 @@ def load_vprism(source: str) -> list[Probe]:
             if pid in seen:
                 raise DataError(where, line, f"duplicate id {pid}")
             seen.add(pid)
-            probes.append(Probe(pid, topic_slug(field(row, "topic", loc), where, line), text, split))
+            probes.append(Probe(pid, topics.slug(field(row, "topic", loc), where, line), text, split))
     return probes
 
 
