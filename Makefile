@@ -1,6 +1,7 @@
 # Two commands for a fresh machine (both idempotent, offline apart from the package registry):
 #   make run    create .venv if missing, fetch data with `dvc pull`, then `dvc repro` the default pipeline
-#   make test   create .venv if missing, fetch data, run the test suite (what .ci/run calls)
+#   make test   create .venv if missing, fetch data, lint (ruff + import-linter layers), start a local
+#               PostgreSQL for the scale-out tests, run the test suite (what .ci/run calls)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
@@ -42,7 +43,7 @@ sweep: data   # the Optuna study (sweeps/dvc.yaml), after `make run`
 full-study: data   # the paper-shaped study (profiles/full_study.yaml) as a DVC experiment: hours on 2 CPU cores
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run $$($(BIN)/valuedrift profile profiles/full_study.yaml)
 
-test: data judge-env
+test: data judge-env lint pg
 	VALUEDRIFT_TEST_PG_URL="$$(cat $(PG_DIR)/url 2>/dev/null)" \
 	VALUEDRIFT_JUDGE_PYTHON="$(abspath $(JUDGE_VENV))/bin/python" PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -125,30 +125,21 @@ def test_two_worker_processes_on_postgresql_run_each_trial_once(tmp_path, mlflow
     p = sweep_params(tiny_model_dir, pg_url, study="pg-par", n_trials=3, sampler="random", pruner="none",
                      space={"learning_rate": {"low": 1e-6, "high": 1e-2, "log": True}}, hparams={})
     params = write_sweep_params(tmp_path, p)
-    # worker 1 stops at the start of its first trial until worker 0 trains one too: both run trials
-    never = Hold(tmp_path / "hold0", step=10**9)
-    hold = Hold(tmp_path / "hold1", step=0)
+    # each worker stops at the start of its first trial; once both are held, each has a RUNNING trial of
+    # its own, so both run trials whatever the machine's load (no race on who gets there first)
+    holds = [Hold(tmp_path / "hold0", step=0), Hold(tmp_path / "hold1", step=0)]
     logs = [tmp_path / "worker0.log", tmp_path / "worker1.log"]
-    procs = [worker_process(params, tiny_model_dir, tmp_path, 0, logs[0], never),
-             worker_process(params, tiny_model_dir, tmp_path, 1, logs[1], hold)]
-
-    def running_pids() -> set[int]:
-        study = optuna.load_study(study_name="pg-par", storage=pg_url)
-        return {t.user_attrs.get("worker", {}).get("pid") for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))}
-
-    def both_running() -> bool:
-        try:
-            return hold.is_held() and procs[0].pid in running_pids()
-        except KeyError:  # the study does not exist yet
-            return False
-
+    procs = [worker_process(params, tiny_model_dir, tmp_path, k, logs[k], holds[k]) for k in (0, 1)]
     try:
-        wait_for(both_running, procs[1], logs[1])
-        hold.release()
+        for k in (0, 1):
+            wait_for(lambda: holds[0].is_held() and holds[1].is_held(), procs[k], logs[k])
+        for h in holds:
+            h.release()
         for proc, log in zip(procs, logs, strict=True):
             assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
     finally:
-        hold.release()
+        for h in holds:
+            h.release()
         for proc in procs:
             stop(proc)
 

@@ -375,6 +375,7 @@ def test_dvc_exp_run_sets_a_po_hyperparameter(tmp_path):
         return out
 
     shutil.copy(ROOT / "params.yaml", repo / "params.yaml")
+    shutil.copytree(ROOT / "data", repo / "data")  # check-params checks the data paths params name
     stage = {"stages": {"resolve": {
         "cmd": f"{sys.executable} -m valuedrift.cli check-params --params params.yaml > resolved.json",
         "params": ["po.hparams.dpo.beta"],

@@ -13,8 +13,15 @@ import os
 import sys
 from pathlib import Path
 
+from valuedrift.config.load import load_params
+from valuedrift.core.errors import ConfigError, DataError
+from valuedrift.core.redaction import install_log_redaction
+from valuedrift.stages.args import disk_full, os_error_message
+from valuedrift.tracking import TrackingUnavailable, check_reachable
+
 # Idle OpenMP threads sleep instead of spinning: spinning threads starve the working ones when the CPUs
-# are shared (benchmarks/RESULTS.md); read once when torch loads, so set before any stage imports it.
+# are shared (benchmarks/RESULTS.md); read once when torch loads, so set before any stage imports it (the
+# modules imported above do not import torch; stage modules are imported on demand, below).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # subcommand -> module with main(argv)
@@ -53,9 +60,6 @@ def precheck_params(cmd: str, rest: list[str]) -> None:
     """
     if cmd in PARAMS_FREE or "-h" in rest or "--help" in rest:
         return
-    from valuedrift.config.load import load_params
-    from valuedrift.core.errors import ConfigError
-
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--params")
     known, _ = ap.parse_known_args(rest)
@@ -66,8 +70,6 @@ def precheck_params(cmd: str, rest: list[str]) -> None:
         raise ConfigError("--params", f"{path}: params file not found")
     params = load_params(path)
     if cmd in TRACKED and "--no-mlflow" not in rest:
-        from valuedrift.tracking import check_reachable
-
         check_reachable(params.tracking.resolved_uri(), params.tracking.check_timeout_s)
 
 
@@ -92,10 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=os.environ.get("VALUEDRIFT_LOG", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from valuedrift.core.errors import ConfigError, DataError
-    from valuedrift.core.redaction import install_log_redaction
-    from valuedrift.tracking import TrackingUnavailable
-
     install_log_redaction()
     try:
         precheck_params(cmd, rest)
@@ -106,13 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
         # last resort: a user path that the checks (config/path_checks.py, stages/args.py) did not cover
-        from valuedrift.stages.args import os_error_message
-
         print(f"valuedrift {cmd}: error: {os_error_message(e, rest)}", file=sys.stderr)
         return 2
     except Exception as e:
-        from valuedrift.stages.args import disk_full
-
         full = disk_full(e)
         if full is None:
             raise

@@ -158,7 +158,8 @@ def path_problem(path: str | Path, kind: Kind, must_exist: bool = True) -> str |
         return f"{path} cannot be accessed ({e.strerror})"
     if not exists:
         if must_exist:
-            return f"{path} does not exist (expected a {'folder' if kind == 'dir' else 'file'})"
+            hint = " — the authored data is fetched with `dvc pull` (make data)" if Path(path).parts[:1] == ("data",) else ""
+            return f"{path} does not exist (expected a {'folder' if kind == 'dir' else 'file'}){hint}"
         return None
     if kind == "file" and p.is_dir():
         return f"{path} is a folder; expected a file"
