@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from valuedrift.config.schema.tune import TuneConfig
@@ -25,6 +27,7 @@ from valuedrift.tune.space import Dimension, grid_space, sampler_name
 
 STORAGE_ENV = "VALUEDRIFT_OPTUNA_STORAGE"
 JOURNAL_PREFIX = "journal:"
+SCHEMA_RACE_RETRIES = 3  # concurrent first connections to an empty RDB (make_storage)
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 
 
@@ -56,10 +59,19 @@ def make_storage(url: str, heartbeat_s: int, on_stale: Any) -> optuna.storages.B
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
-        heartbeat_stale_trial_callback=on_stale,
-    )
+    for attempt in range(SCHEMA_RACE_RETRIES + 1):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
+                heartbeat_stale_trial_callback=on_stale,
+            )
+        except sqlalchemy.exc.IntegrityError:
+            # two workers starting at once on an empty database both create Optuna's schema; on PostgreSQL
+            # the loser fails (duplicate enum type / table). The tables exist now: connect again.
+            if attempt == SCHEMA_RACE_RETRIES:
+                raise
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def make_sampler(tune: TuneConfig, seed: int, dims: dict[str, list[Dimension]]) -> optuna.samplers.BaseSampler:
