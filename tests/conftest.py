@@ -130,3 +130,14 @@ def tiny_params(tmp_path: Path) -> tuple[Path, dict]:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(p, sort_keys=False))
     return path, p
+
+
+@pytest.fixture()
+def one_thread():
+    """The tiny model is faster on one thread, and two threads fight other processes for 2 cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

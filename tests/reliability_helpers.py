@@ -92,9 +92,11 @@ def listening_addresses(port: int) -> set[str]:
 
 
 class MLflowServer:
-    """A real ``mlflow server`` (the project's command line) on 127.0.0.1 with a SQLite store in ``root``."""
+    """A real ``mlflow server`` (the project's command line) on 127.0.0.1 with a SQLite store in ``root``, or
+    the ``backend`` store URI given (e.g. a PostgreSQL database)."""
 
-    def __init__(self, root: Path, port: int | None = None, empty_store: Path | None = None):
+    def __init__(self, root: Path, port: int | None = None, empty_store: Path | None = None, backend: str | None = None):
+        self.backend = backend
         self.root, self.port = Path(root), port or free_port()
         self.port_picked, self.started = port is None, False
         self.proc: subprocess.Popen | None = None
@@ -111,7 +113,8 @@ class MLflowServer:
         # starting (another process took the port in between); a restart keeps its port (clients know it)
         tries = 3 if (self.port_picked and not self.started) else 1
         for attempt in range(tries):
-            cmd = tracking_server_command(f"sqlite:///{self.root / 'mlflow.db'}", self.root / "artifacts", self.port)
+            store = self.backend or f"sqlite:///{self.root / 'mlflow.db'}"
+            cmd = tracking_server_command(store, self.root / "artifacts", self.port)
             log = (self.root / "server.log").open("a")
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root

@@ -23,7 +23,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import mlflow
 import optuna
@@ -31,19 +30,17 @@ import pytest
 
 from valuedrift import cli
 from valuedrift.core.rundir import RunDir
-from valuedrift.tracking import tracking_server_command
 from valuedrift.tune.storage import count_trials
 
 from .conftest import ROOT
 from .reliability_helpers import (
     CORPUS,
-    free_port,
+    MLflowServer,
     prepare_processed,
     reliability_params,
     sft_args,
     write_params,
 )
-from .reliability_helpers import wait_for as wait_until
 from .test_reliability_server import expected_metrics
 from .test_sweep import stop, sweep_argv, sweep_params, trial_runs, wait_for, worker_process
 from .test_sweep import write_params as write_sweep_params
@@ -104,16 +101,6 @@ def pg_url(pg_server: str) -> Iterator[str]:
         with conn.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()
-
-
-@pytest.fixture()
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,44 +209,8 @@ def test_killed_worker_on_postgresql_is_found_by_its_heartbeat_and_retried(
 # --------------------------------------------------------------------------------------------------
 
 
-class PGMLflowServer:
-    """``mlflow server`` (tracking.tracking_server_command) with a PostgreSQL backend store."""
-
-    def __init__(self, backend: str, root: Path):
-        self.backend, self.root, self.port = backend, root, free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def healthy(self) -> bool:
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def start(self) -> PGMLflowServer:
-        cmd = tracking_server_command(self.backend, self.root / "artifacts", self.port)
-        self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=(self.root / "server.log").open("w"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_until(self.healthy, 240, f"mlflow server on {self.backend}", alive=lambda: self.proc.poll() is None)
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{(self.root / 'server.log').read_text()[-3000:]}") from None
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-
 def test_mlflow_server_on_postgresql_stores_a_traced_run(tmp_path, monkeypatch, tiny_model_dir, pg_url):
-    server = PGMLflowServer(pg_url, tmp_path).start()
+    server = MLflowServer(tmp_path, backend=pg_url).start()
     try:
         params_file = write_params(tmp_path / "params.yaml", reliability_params(tiny_model_dir, max_steps=2))
         processed = prepare_processed(params_file, tmp_path / "processed")

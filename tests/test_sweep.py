@@ -17,7 +17,6 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
-import torch
 import yaml
 
 from valuedrift import cli
@@ -41,15 +40,6 @@ def sweep_mlflow(tmp_path_factory) -> str:
 def mlflow_uri(sweep_mlflow: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sweep_mlflow)
     return sweep_mlflow
-
-
-@pytest.fixture()
-def one_thread():
-    """The tiny model is faster on one thread, and two threads fight other processes for 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def sweep_params(model: Path, storage: str, **tune) -> dict:
