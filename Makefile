@@ -49,7 +49,7 @@ test: data judge-env lint pg
 
 # A PostgreSQL server for the tests (tests/test_postgres.py): Optuna workers and an MLflow server on a real
 # RDB. Installs Debian's postgresql with apt-get when initdb/pg_ctl are missing, inits a cluster in
-# $(PG_DIR)/data (git-ignored), starts it on 127.0.0.1:$(PG_PORT) as the postgres user (initdb refuses
+# $(PG_DIR)/data (git-ignored), starts it on 127.0.0.1 at the first free port from $(PG_PORT) as the postgres user (initdb refuses
 # root), trust auth on loopback only (a throw-away test cluster), and writes its URL to $(PG_DIR)/url
 # (postgresql+psycopg2://: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed).
 # Idempotent: a running cluster is reused. If PostgreSQL cannot be installed or started, the reason goes
@@ -82,16 +82,19 @@ pg:
 	  as initdb -D "$$data" -U postgres --auth=trust -E UTF8 > $(PG_DIR)/initdb.log 2>&1 \
 	    || fail "initdb failed (see $(PG_DIR)/initdb.log)"; \
 	fi; \
-	if ! as pg_ctl -D "$$data" status >/dev/null 2>&1; then \
+	if as pg_ctl -D "$$data" status >/dev/null 2>&1 && [ -s $(PG_DIR)/port ]; then port=$$(cat $(PG_DIR)/port); else \
+	  port=$$(python3 -c 'import socket,sys; b=int(sys.argv[1]); print(next(p for p in range(b, b + 20) if socket.socket().connect_ex(("127.0.0.1", p)) != 0))' $(PG_PORT)) \
+	    || fail "no free port in $(PG_PORT)..$$(( $(PG_PORT) + 19 ))"; \
 	  as pg_ctl -D "$$data" -l "$(abspath $(PG_DIR))/server.log" -w -t 60 \
-	    -o "-c listen_addresses=127.0.0.1 -p $(PG_PORT) -c unix_socket_directories='' -c fsync=off -c max_connections=200" start \
-	    >/dev/null || fail "the server did not start on 127.0.0.1:$(PG_PORT) (see $(PG_DIR)/server.log)"; \
+	    -o "-c listen_addresses=127.0.0.1 -p $$port -c unix_socket_directories='' -c fsync=off -c max_connections=200" start \
+	    >/dev/null || fail "the server did not start on 127.0.0.1:$$port (see $(PG_DIR)/server.log)"; \
+	  echo $$port > $(PG_DIR)/port; \
 	fi; \
-	as psql -h 127.0.0.1 -p $(PG_PORT) -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'valuedrift_test'" | grep -q 1 \
-	  || as psql -h 127.0.0.1 -p $(PG_PORT) -U postgres -d postgres -qc "CREATE DATABASE valuedrift_test" \
+	as psql -h 127.0.0.1 -p $$port -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'valuedrift_test'" | grep -q 1 \
+	  || as psql -h 127.0.0.1 -p $$port -U postgres -d postgres -qc "CREATE DATABASE valuedrift_test" \
 	  || fail "cannot create the database valuedrift_test"; \
-	echo "postgresql+psycopg2://postgres@127.0.0.1:$(PG_PORT)/valuedrift_test" > $(PG_DIR)/url; \
-	echo "make pg: PostgreSQL $$(as pg_ctl --version | awk '{print $$3}') on 127.0.0.1:$(PG_PORT): $$(cat $(PG_DIR)/url)"
+	echo "postgresql+psycopg2://postgres@127.0.0.1:$$port/valuedrift_test" > $(PG_DIR)/url; \
+	echo "make pg: PostgreSQL $$(as pg_ctl --version | awk '{print $$3}') on 127.0.0.1:$$port: $$(cat $(PG_DIR)/url)"
 
 pg-stop:
 	@bindir=$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1); PATH="$$bindir:$$PATH"; \
