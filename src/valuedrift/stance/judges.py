@@ -1,8 +1,8 @@
 """Pluggable stance judges: p_J(s | question, answer) for s ∈ S = (support, neutral, oppose).
 
-Every judge renders the question and answer with a prompt template kept as data (YAML, see
-``data/judges/stance_judge.yaml``), reads the log-probability λ_s it gives to the label of each stance as
-its reply, and renormalises over the three stances:
+The label-log-prob judges render the question and answer with a prompt template kept as data (YAML, see
+``data/judges/stance_judge.yaml``), read the log-probability λ_s they give to the label of each stance as
+their reply, and renormalise over the three stances:
 
     p_J(s | q, y) = exp(λ_s) / Σ_{s'} exp(λ_{s'})
 
@@ -14,10 +14,15 @@ its reply, and renormalises over the three stances:
   (" Support", "supp"). Labels the endpoint did not list get λ = −∞; if none is listed the item gets the
   uniform distribution and ``label_mass`` 0.
 
+The third kind needs no template: ``classifier``
+(:class:`valuedrift.stance.classifier_judge.ClassifierJudge`) is a sequence classifier trained by the
+``train_judge`` stage on dev-topic material, p_J(s | q, y) = softmax(f_θ(q ⊕ y))_s over its three logits
+(``label_mass`` 1). Its module loads only when a classifier judge is checked or built.
+
 ``label_mass`` = Σ_s exp(λ_s) is reported with every judgement: how much of its probability the judge put
 on the labels at all (low mass = the judge is not following the instruction).
 
-``calibrate: true`` (both kinds) applies contextual calibration: p ∝ p_J(·|q, y) / p_J(·|"N/A", "N/A"),
+``calibrate: true`` (hf and openai) applies contextual calibration: p ∝ p_J(·|q, y) / p_J(·|"N/A", "N/A"),
 dividing out the judge's label prior measured on a content-free input; both kinds share it through
 :class:`LabelLogprobJudge` (they differ only in how they read λ).
 
@@ -357,8 +362,18 @@ class OpenAIJudge(LabelLogprobJudge):
 # --------------------------------------------------------------------------------------------------
 
 
-def check_judge(cfg: JudgeConfig, key: str) -> JudgeTemplate:
-    """Checks that need the file system (template, model path, key variable); no model is loaded."""
+def check_judge(cfg: JudgeConfig, key: str) -> JudgeTemplate | None:
+    """Checks that need the file system (template, model path, key variable); no model is loaded.
+
+    Returns the judge's template; a ``classifier`` judge has none (None): its ``model`` must be a trained
+    classifier folder (config.json with the stance labels), else ConfigError at ``<key>.model``."""
+    if cfg.kind == "classifier":
+        from valuedrift.stance.classifier_judge import check_classifier_folder
+
+        if cfg.calibrate:
+            raise ConfigError(f"{key}.calibrate", "contextual calibration applies to the label-log-prob judges (hf, openai), not to a classifier")
+        check_classifier_folder(cfg.model, f"{key}.model")
+        return None
     template = load_template(cfg.template, f"{key}.template")
     if cfg.kind == "hf":
 
@@ -375,6 +390,10 @@ def check_judge(cfg: JudgeConfig, key: str) -> JudgeTemplate:
 def build_judge(name: str, cfg: JudgeConfig, key: str, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False) -> Judge:
     """Make the judge ``name`` described by ``cfg`` (``key`` = its params path, for error messages)."""
     template = check_judge(cfg, key)
+    if template is None:  # kind classifier (float32; ``dtype`` and ``trust_remote_code`` do not apply)
+        from valuedrift.stance.classifier_judge import load_classifier_judge
+
+        return load_classifier_judge(name, cfg.model, cfg.batch_size, cfg.max_length, device)
     if cfg.kind == "openai":
         api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         return OpenAIJudge(
