@@ -15,6 +15,7 @@ from valuedrift.metrics.agreement import classification_metrics, cohen_kappa, co
 from valuedrift.stages.judge_eval import load_labelled
 
 from .conftest import DATA, ROOT, tiny_params_dict
+from .test_judge_eval_sets import write_generations
 
 
 @pytest.fixture()
@@ -106,20 +107,26 @@ def test_judge_eval_reports_accuracy_confusion_and_route_agreement(params_file, 
     labelled = tmp_path / "labelled.jsonl"
     rows = [json.loads(line) for line in (DATA / "stance_labelled/stance_labelled.jsonl").read_text().splitlines()[::30]]
     labelled.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    p["judge_eval"].update(labelled=str(labelled), agreement_probes_per_topic=1)
+    gens = write_generations(tmp_path / "gens")
+    p["judge_eval"].update(labelled=str(labelled), generations=str(gens), agreement_probes_per_topic=1, judges=["smollm2"])
     p["eval"]["splits"] = ["test"]
     path.write_text(yaml.safe_dump(p, sort_keys=False))
     out = tmp_path / "je"
     assert cli(["judge-eval", "--params", str(path), "--checkpoint", str(tiny_model_dir), "--out", str(out), "--data", str(DATA)]) == 0
     report = json.loads((out / "judge_eval.json").read_text())
-    r = report["judges"]["smollm2"]
+    r = report["judges"]["smollm2"]["labelled"]
     assert r["n"] == len(rows) and sum(map(sum, r["confusion"]["matrix"])) == len(rows)
-    assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1
+    assert 0 <= r["accuracy"]["lo"] <= r["accuracy"]["value"] <= r["accuracy"]["hi"] <= 1 and 0 <= r["macro_f1"]["value"] <= 1
+    g = report["judges"]["smollm2"]["generations_test"]
+    assert g["n"] == 6 and g["n_units"] == 3 and sum(map(sum, g["confusion"]["matrix"])) == 6
     a = report["agreement"]["smollm2"]
     assert a["n_probes"] == 6 and 0 <= a["argmax_agreement"] <= 1 and 0 <= a["mean_jsd_alignment"] <= 1
-    assert "Confusion matrix of smollm2" in (out / "judge_eval.md").read_text()
+    md = (out / "judge_eval.md").read_text()
+    assert "Confusion matrices (rows gold, columns predicted)" in md and "Agreement with the likelihood route" in md
     [run] = runs_with_stage(mlflow_uri, "judge_eval")
-    assert run.data.metrics["judge/smollm2/accuracy"] == pytest.approx(r["accuracy"])
+    assert run.data.metrics["judge/smollm2/labelled/accuracy"] == pytest.approx(r["accuracy"]["value"])
+    assert run.data.metrics["judge/smollm2/generations_test/kappa_lo"] == pytest.approx(g["kappa"]["lo"])
+    assert run.data.metrics["agreement/smollm2/argmax_agreement"] == pytest.approx(a["argmax_agreement"])
 
 
 def test_classification_metrics_by_hand():
