@@ -121,6 +121,8 @@ def tiny_params_dict(model: str = "smollm2-135m-instruct") -> dict:
     p["sft"]["corpora"] = [p["po"]["start_from"]]  # one SFT run (the matrix over corpora doubles the cost)
     for s in p["prepare_data"]["preference_sets"].values():
         s["pairs"] = 8
+    p["judge_train"].update(epochs=0.05, max_length=64)  # ≈ 12 steps: a real (weak) classifier judge
+    p["eval"]["quick"].update(k=2, max_new_tokens=8, probes_per_topic=1)
     return p
 
 

@@ -139,6 +139,8 @@ def set_key(p: dict, key: str, path: Path) -> str:
         return "eval.judges.smollm2.model"
     elif key == "judge_eval.labelled":
         p["judge_eval"]["labelled"] = str(path)
+    elif key == "judge_eval.generations":
+        p["judge_eval"]["generations"] = str(path)
     elif key == "prepare_data.preference_sets.*.lm.model":
         s = p["prepare_data"]["preference_sets"]["value_gap"]
         s.update(generator="hf", lm={"model": str(path), "judge": "smollm2"})
@@ -261,6 +263,10 @@ def valid_args(command: str, base: Path) -> dict[str, str]:
         "relog": {"RUN_DIR": d("runs/sft/nh"), "--params": str(params)},
         "tracking-server": {"--backend-store-uri": str(base / "out" / "mlflow.db"), "--artifacts": out("mlartifacts")},
         "params-schema": {"--out": out("schema.json")},
+        "train-judge": {"--params": str(params), "--data": str(ROOT / "data"), "--out": out("models/judge")},
+        "blind-answers": {"--params": str(params), "--data": str(ROOT / "data"), "--checkpoint": str(model), "--out": out("gen")},
+        "instrument": {"--params": str(params), "--data": str(ROOT / "data"), "--runs": d("runs"), "--base-model": str(model),
+                       "--plots": out("plots"), "--judge-eval": d("metrics/judge_eval"), "--out": out("metrics/instrument")},
     }[command]
 
 
@@ -327,6 +333,20 @@ FLAGS = [
     Flag("tracking-server", "--backend-store-uri", "file", "output"),
     Flag("tracking-server", "--artifacts", "dir", "output"),
     Flag("params-schema", "--out", "file", "output"),
+    Flag("train-judge", "--params", "file", "input"),
+    Flag("train-judge", "--data", "dir", "input"),
+    Flag("train-judge", "--out", "dir", "output"),
+    Flag("blind-answers", "--params", "file", "input"),
+    Flag("blind-answers", "--data", "dir", "input"),
+    Flag("blind-answers", "--checkpoint", "dir", "model"),
+    Flag("blind-answers", "--out", "dir", "output"),
+    Flag("instrument", "--params", "file", "input"),
+    Flag("instrument", "--data", "dir", "input"),
+    Flag("instrument", "--runs", "dir", "input"),
+    Flag("instrument", "--base-model", "dir", "input"),
+    Flag("instrument", "--judge-eval", "dir", "input"),
+    Flag("instrument", "--plots", "dir", "output"),
+    Flag("instrument", "--out", "dir", "output"),
 ]
 
 
@@ -346,6 +366,8 @@ def build_argv(command: str, args: dict[str, str]) -> list[str]:
     argv = [name, *[v for k, v in args.items() if not k.startswith("--")]]
     for k, v in args.items():
         if k.startswith("--"):
+            if k == "--checkpoint" and name == "blind-answers":
+                v = f"base={v}"  # NAME=FOLDER
             argv += [k, v if k != "--backend-store-uri" else f"sqlite:///{v}"]
     return argv + EXTRA.get(name, [])
 

@@ -48,6 +48,10 @@ def test_repro_produces_traced_runs_and_clean_status(repo):
     assert [c["step"] for c in traj["checkpoints"]] == [0, 1, 2]
     po = list((d / "runs" / "po").glob("*/trajectory.json"))
     assert po, "no preference-optimisation run was traced"
+    summary = json.loads((d / "metrics" / "instrument" / "summary.json").read_text())
+    assert set(summary["quick_seconds_per_checkpoint"]) == {"base", "sft/neutral_heavy", "po/dpo-value_gap"}
+    report = (d / "reports" / "report.md").read_text()
+    assert "## Instrument" in report and "| classifier | generations_test |" in report
     status = _run(["dvc", "status", "--json"], d, env)
     assert json.loads(status.stdout or "{}") == {}, status.stdout
 

@@ -35,7 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "drift": ("valuedrift.stages.drift", "drift magnitude/time tables and trajectory plots"),
     "report": ("valuedrift.stages.report", "reports/report.md: tables, plots, verdicts on the paper's findings"),
     "eval": ("valuedrift.stages.eval", "stances of any checkpoint on the likelihood or paper route"),
+    "train-judge": ("valuedrift.stages.train_judge", "fine-tune the classifier stance judge on dev-topic material (models/judge)"),
     "judge-eval": ("valuedrift.stages.judge_eval", "judge accuracy on the labelled set + agreement with the likelihood route"),
+    "blind-answers": ("valuedrift.stages.blind_answers", "sample answers of several checkpoints into a blind set for hand labelling"),
+    "instrument": ("valuedrift.stages.instrument", "route validity on the labelled generations + the quick judged route at phase ends"),
     "sweep": ("valuedrift.stages.tune", "Optuna sweep over algorithm hyperparameters, traced to drift (tune stage)"),
     "profile": ("valuedrift.stages.profile", "print `dvc exp run -S` overrides for a params profile"),
     "check-params": ("valuedrift.stages.check_params", "validate params.yaml and exit"),
@@ -49,7 +52,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 PARAMS_FREE: set[str] = {"tracking-server", "params-schema"}
 # commands that log to MLflow (unless --no-mlflow): an HTTP tracking server that does not answer fails them
 # before they import torch (Tracker.run checks again when the run opens)
-TRACKED: set[str] = {"sft", "po", "sweep", "eval", "judge-eval", "report"}
+TRACKED: set[str] = {"sft", "po", "sweep", "eval", "judge-eval", "instrument", "report"}
 
 
 def precheck_params(cmd: str, rest: list[str]) -> None:

@@ -72,12 +72,17 @@ def _judge_templates(params: Params) -> Iterator[tuple[str, str]]:
 
 def _judge_models(params: Params) -> Iterator[tuple[str, str]]:
     for name, judge in params.eval.judges.items():
-        if judge.kind == "hf" and looks_local(judge.model):
+        if judge.kind in ("hf", "classifier") and looks_local(judge.model):
             yield f"eval.judges.{name}.model", judge.model
 
 
 def _labelled(params: Params) -> Iterator[tuple[str, str]]:
     yield "judge_eval.labelled", params.judge_eval.labelled
+
+
+def _generations(params: Params) -> Iterator[tuple[str, str]]:
+    if params.judge_eval.generations is not None:
+        yield "judge_eval.generations", params.judge_eval.generations
 
 
 def _lm_models(params: Params) -> Iterator[tuple[str, str]]:
@@ -126,10 +131,13 @@ PATH_PARAMS: tuple[PathParam, ...] = (
     PathParam("eval.judges.*.template", "file", "always",
               "always, for every judge defined: the judge prompt (YAML)", _judge_templates),
     PathParam("eval.judges.*.model", "dir", "if_exists",
-              "kind hf and a local path: a model folder; may be made by prepare_model (models/base), so it "
+              "kind hf or classifier and a local path: a model folder; may be made by prepare_model (models/base) "
+              "or train_judge (models/judge), so it "
               "must exist only when the judge is built (stance.judges.check_judge)", _judge_models),
     PathParam("judge_eval.labelled", "file", "always",
               "always: the labelled stance set (JSON Lines)", _labelled),
+    PathParam("judge_eval.generations", "dir", "always",
+              "unless null: the labelled real generations (answers, key, labels; data/AUTHORING.md)", _generations),
     PathParam("prepare_data.preference_sets.*.lm.model", "dir", "if_exists",
               "generator hf and a local path: a model folder; may be made by prepare_model, checked when the "
               "generator loads it", _lm_models),

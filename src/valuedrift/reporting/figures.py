@@ -14,7 +14,7 @@ from valuedrift.reporting.findings import PhaseInfo
 COLORS = {"support": "tab:green", "neutral": "tab:gray", "oppose": "tab:red"}
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,9 +23,18 @@ def _plt() -> Any:
     return plt
 
 
+def save(fig: Any, path: Path, dpi: int = 110) -> Path:
+    """Lay out ``fig``, write it to ``path`` (creating the folder) and close it."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
 def plot_trajectories(frames: dict[str, pd.DataFrame], path: Path) -> None:
     """Per phase: the trace vectors of topic "all" vs step (dev solid, test dashed) with their CIs."""
-    plt = _plt()
+    plt = pyplot()
     n = max(len(frames), 1)
     fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.6), squeeze=False)
     for ax, (phase, df) in zip(axes[0], frames.items(), strict=False):
@@ -42,10 +51,7 @@ def plot_trajectories(frames: dict[str, pd.DataFrame], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="best")
     fig.suptitle("Stance trajectories (trace probes; solid = dev topics, dashed = held-out test topics; 95% CI)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def bars_frame(summary: pd.DataFrame, infos: list[PhaseInfo]) -> pd.DataFrame:
@@ -59,7 +65,7 @@ def bars_frame(summary: pd.DataFrame, infos: list[PhaseInfo]) -> pd.DataFrame:
 
 
 def plot_bars(bars: pd.DataFrame, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     runs = list(dict.fromkeys(bars.run))
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(runs)), 4))
     width = 0.27
@@ -82,7 +88,7 @@ def plot_bars(bars: pd.DataFrame, path: Path) -> None:
 
 
 def plot_topics(df: pd.DataFrame, title: str, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     groups = [(s, t) for s, t in df[["split", "topic"]].drop_duplicates().itertuples(index=False) if s != ALL]
     n = len(groups)
     cols = 4
@@ -105,7 +111,7 @@ def plot_topics(df: pd.DataFrame, title: str, path: Path) -> None:
 
 
 def plot_capability(cap: pd.DataFrame, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for phase, g in cap.groupby("phase"):
         m = g.groupby("step").nll.mean()

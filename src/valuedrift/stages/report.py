@@ -17,12 +17,32 @@ import pandas as pd
 from valuedrift.config.load import load_params
 from valuedrift.reporting.figures import bars_frame, plot_bars, plot_capability, plot_topics
 from valuedrift.reporting.findings import phase_info
+from valuedrift.reporting.instrument import markdown_section
 from valuedrift.reporting.markdown import render
 from valuedrift.reporting.runs import capability_frame, discover_runs, topic_frames
 from valuedrift.stages.args import check_flags, check_path, stage_parser
 from valuedrift.tracking import Tracker, provenance_tags
 
 log = logging.getLogger(__name__)
+
+
+def instrument_section(metrics: Path, plots: Path, out: Path) -> str:
+    """The "Instrument" section from the judge_eval and instrument stages' outputs (empty if neither ran)."""
+    import json
+    import os
+
+    def read(path: Path) -> dict | None:
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    je = read(metrics / "judge_eval" / "judge_eval.json")
+    inst_dir = metrics / "instrument"
+    rv_report = read(inst_dir / "route_validity.json")
+    if je is None and rv_report is None:
+        return ""
+    drift = pd.read_csv(inst_dir / "phase_ends.csv") if (inst_dir / "phase_ends.csv").is_file() else None
+    figures = [os.path.relpath(plots / f, out) for f in ("instrument_route_changes.png", "instrument_phase_ends.png") if (plots / f).is_file()]
+    lines = markdown_section(je, rv_report, drift, read(inst_dir / "summary.json"), read(inst_dir / "quick_fidelity.json"), figures)
+    return "\n" + "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,8 +80,9 @@ def main(argv: list[str] | None = None) -> None:
         plot_capability(cap, out / "capability.png")
         figures.append("capability.png")
     tags = provenance_tags()
-    (out / "report.md").write_text(render(summary, infos, cap, figures, tags, corpora=params.prepare_data.corpora,
-                                          model=params.model, ev=params.eval, sft=params.sft, po=params.po))
+    text = render(summary, infos, cap, figures, tags, corpora=params.prepare_data.corpora,
+                  model=params.model, ev=params.eval, sft=params.sft, po=params.po)
+    (out / "report.md").write_text(text + instrument_section(Path(a.metrics), Path(a.plots), out))
     # the report's MLflow run id lives outside runs/ (a dependency of drift) and outside reports/ (in git)
     tracker = Tracker(params.tracking, Path(".valuedrift") / "report")
     with tracker.run("report", {**tags, "stage": "report", "algorithm": "report"}):

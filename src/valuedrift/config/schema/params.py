@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from valuedrift.config.schema.data import PrepareDataConfig
-from valuedrift.config.schema.evaluation import DriftConfig, EvalConfig, JudgeEvalConfig
+from valuedrift.config.schema.evaluation import DriftConfig, EvalConfig, JudgeEvalConfig, JudgeTrainConfig
 from valuedrift.config.schema.models import ModelConfig, TrackingConfig
 from valuedrift.config.schema.training import POConfig, SFTConfig
 from valuedrift.config.schema.tune import TuneConfig
@@ -28,6 +28,7 @@ class Params:
     sft: SFTConfig = field(default_factory=SFTConfig)
     po: POConfig = field(default_factory=POConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    judge_train: JudgeTrainConfig = field(default_factory=JudgeTrainConfig)
     judge_eval: JudgeEvalConfig = field(default_factory=JudgeEvalConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
 

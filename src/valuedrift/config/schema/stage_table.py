@@ -30,6 +30,16 @@ TRACE_EVAL: tuple[str, ...] = (
     "eval.ci",
     "eval.capability_rows",
 )
+# what a stage that samples answers on chosen probes and bootstraps their stances reads of ``eval``
+# (judge_eval's route agreement, instrument's quick judged route)
+SAMPLED_EVAL: tuple[str, ...] = (
+    "eval.prompt_format",
+    "eval.system_prompt",
+    "eval.splits",
+    "eval.probe_seed",
+    "eval.bootstrap",
+    "eval.ci",
+)
 # the TrainConfig keys of a training section (train/scaffold.py: training_kwargs; sft/po max_length)
 TRAIN_KEYS: tuple[str, ...] = (
     "max_steps",
@@ -105,6 +115,34 @@ STAGES: dict[str, Stage] = {
             "eval.paper",  # paper route
             "eval.judges",  # paper route: the judge eval.paper.judge
             "prepare_data.corpora",  # corpus_<name> reference profiles from each corpus' stance mix
+        ),
+    ),
+    "train_judge": Stage("valuedrift.stages.train_judge", ("seed", "judge_train", "judge_eval.generations")),
+    "judge_eval": Stage(
+        "valuedrift.stages.judge_eval",
+        (
+            "seed",
+            "model",  # dtype, device and trust settings of local judges (and of the agreement checkpoint)
+            "tracking",
+            "eval.temperature",  # the route agreement part (judge_eval.agreement_probes_per_topic > 0)
+            "eval.batch_size",
+            *SAMPLED_EVAL,
+            "eval.paper",
+            "eval.judges",
+            "judge_eval",
+        ),
+    ),
+    "instrument": Stage(
+        "valuedrift.stages.instrument",
+        (
+            "seed",
+            "model",
+            "tracking",
+            *SAMPLED_EVAL,
+            "eval.quick",
+            "eval.judges",  # the judge eval.quick.judge
+            "judge_eval.generations",
+            "po.start_from",  # where the preference runs start (their phase-start checkpoint)
         ),
     ),
     "drift": Stage("valuedrift.stages.drift", ("seeds", "eval.bootstrap", "eval.ci")),
