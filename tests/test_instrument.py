@@ -94,3 +94,13 @@ def test_study_says_whether_the_likelihood_route_sees_the_change(tmp_path, follo
     assert set(fit["improves_held_out"]) == {"tau", "tau_offsets"} and fit["tau"]["tau"] > 0
     text = "\n".join(inst.markdown_section(None, report, None, None, None, []))
     assert "Route validity" in text and "| hand | end |" in text
+
+
+def test_phase_drift_rows_pair_the_probes_of_both_ends():
+    q0 = pd.DataFrame({"probe_id": [1, 2, 3, 4], "topic": ["a", "a", "b", "b"], "split": ["dev", "dev", "test", "test"],
+                       "support": 0.2, "neutral": 0.6, "oppose": 0.2})
+    q1 = q0.assign(support=[0.5, 0.5, 0.2, 0.2], neutral=[0.3, 0.3, 0.6, 0.6])
+    rows = pd.DataFrame(inst.phase_drift_rows("sft/x", "judged", q0, q1, 200, 0.95, 0)).set_index(["split", "stance"])
+    assert set(rows.index.get_level_values("split")) == {"dev", "test", "all"}
+    assert rows.loc[("dev", "support"), "drift"] == pytest.approx(0.3) and rows.loc[("test", "support"), "drift"] == pytest.approx(0.0)
+    assert rows.loc[("all", "neutral"), "drift"] == pytest.approx(-0.15) and rows.loc[("all", "neutral"), "n_probes"] == 4

@@ -111,11 +111,18 @@ def resample_weights(n_units: int, n_boot: int, seed: int, chunk: int = 250) -> 
         yield np.bincount(flat, minlength=b * n_units).reshape(b, n_units)
 
 
-def _interval(value: float, boots: np.ndarray | None, ci: float) -> dict[str, float]:
+def percentile_interval(value: float, boots: Sequence[float] | np.ndarray | None, ci: float) -> dict[str, float]:
+    """{"value", "lo", "hi"}: ``value`` with the percentile interval of its bootstrap replicates ``boots`` at
+    level ``ci`` (NaN replicates, e.g. an undefined correlation, are left out); no replicates: lo = hi =
+    value, all NaN: NaN bounds."""
     if boots is None:
         return {"value": value, "lo": value, "hi": value}
+    b = np.asarray(boots, dtype=np.float64)
+    b = b[~np.isnan(b)]
+    if len(b) == 0:
+        return {"value": value, "lo": float("nan"), "hi": float("nan")}
     alpha = (1 - ci) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
+    lo, hi = np.quantile(b, [alpha, 1 - alpha])
     return {"value": value, "lo": float(lo), "hi": float(hi)}
 
 
@@ -181,9 +188,9 @@ def bootstrap_classification(
 
     out = classification_metrics(gold, pred)
     for k in BOOT_METRICS:
-        out[k] = _interval(out[k], None if boots is None else boots[k], ci)
+        out[k] = percentile_interval(out[k], None if boots is None else boots[k], ci)
     for k, v in values.items():
-        out[k] = _interval(float(v.mean()) if n else float("nan"), None if boots is None else boots[k], ci)
+        out[k] = percentile_interval(float(v.mean()) if n else float("nan"), None if boots is None else boots[k], ci)
     out.update(unit="item" if groups is None else "group", n_units=n_units, n_boot=n_boot, ci=ci)
     return out
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from valuedrift.core.vocab import STANCES
+from valuedrift.metrics.agreement import percentile_interval
 from valuedrift.metrics.bootstrap import bootstrap_mean_ci
 from valuedrift.metrics.drift import jsd_alignment
 
@@ -71,21 +72,13 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def _interval(value: float, boots: list[float], ci: float) -> dict[str, float]:
-    b = np.asarray([v for v in boots if v == v])
-    if len(b) == 0:
-        return {"value": value, "lo": float("nan"), "hi": float("nan")}
-    lo, hi = np.quantile(b, [(1 - ci) / 2, 1 - (1 - ci) / 2])
-    return {"value": value, "lo": float(lo), "hi": float(hi)}
-
-
 def probe_correlation(pairs: pd.DataFrame, n_boot: int, ci: float, seed: int) -> dict[str, float]:
     """Pearson r across probes of (support − oppose) between the routes, with a bootstrap CI over probes."""
     x = (pairs["L_support"] - pairs["L_oppose"]).to_numpy()
     y = (pairs["J_support"] - pairs["J_oppose"]).to_numpy()
     rng = np.random.default_rng(seed)
     boots = [_pearson(x[i], y[i]) for i in rng.integers(0, len(x), size=(n_boot, len(x)))] if len(x) > 2 else []
-    return _interval(_pearson(x, y), boots, ci) | {"n": len(x)}
+    return percentile_interval(_pearson(x, y), boots, ci) | {"n": len(x)}
 
 
 def profile_table(pairs: pd.DataFrame) -> pd.DataFrame:

@@ -148,17 +148,15 @@ def likelihood_ends(run_path: Path, probe_ids: set[int]) -> tuple[pd.DataFrame, 
     return tuple(t[t.probe_id.isin(probe_ids)].sort_values("probe_id").reset_index(drop=True) for t in (first, last))  # type: ignore[return-value]
 
 
-def paired_change_rows(run: str, q0: pd.DataFrame, q1: pd.DataFrame, route: str, n_boot: int, ci: float, seed: int) -> list[dict[str, Any]]:
-    """Δ per split (and all) and stance between two per-probe tables of the same probes, paired CIs."""
-    from valuedrift.metrics.drift import paired_drift_ci
+def phase_drift_rows(run: str, route: str, q0: pd.DataFrame, q1: pd.DataFrame, n_boot: int, ci: float, seed: int) -> list[dict[str, Any]]:
+    """Drift per split (and all) and stance between two per-probe tables of the same probes (columns
+    probe_id, topic, split, stances): :func:`valuedrift.metrics.summary.magnitude_rows` (paired bootstrap
+    over probes), topic "all" rows, as {run, route, split, stance, drift, lo, hi, n_probes}."""
+    from valuedrift.metrics.summary import magnitude_rows
 
-    rows = []
-    merged = q0.merge(q1, on=["probe_id", "split"], suffixes=("_0", "_1"))
-    for split, g in [*merged.groupby("split", sort=True), ("all", merged)]:
-        m, lo, hi = paired_drift_ci(g[[f"{s}_0" for s in STANCES]].to_numpy(), g[[f"{s}_1" for s in STANCES]].to_numpy(), n_boot, ci, seed)
-        rows += [{"run": run, "route": route, "split": split, "stance": s, "drift": float(m[j]), "lo": float(lo[j]),
-                  "hi": float(hi[j]), "n_probes": len(g)} for j, s in enumerate(STANCES)]
-    return rows
+    return [{"run": run, "route": route, "split": r["split"], "stance": r["stance"], "drift": r["magnitude"],
+             "lo": r["magnitude_lo"], "hi": r["magnitude_hi"], "n_probes": r["n_probes"]}
+            for r in magnitude_rows(q0, q1, 0, 1, n_boot, ci, seed) if r["topic"] == "all"]
 
 
 # --------------------------------------------------------------------------------------------------

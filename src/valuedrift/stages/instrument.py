@@ -51,9 +51,10 @@ def load_predictions(path: Path) -> pd.DataFrame | None:
     return df[df["set"].str.startswith("generations")].drop_duplicates(["judge", "item"]).rename(columns={"item": "uid"})
 
 
-def quick_phase_ends(params: Any, data: Path, runs: Path, base_model: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
-    """Sample and judge every phase-end checkpoint once (``eval.quick``); per-run judged and likelihood
-    drift on the same probes. Returns (drift rows, per-sample rows, seconds per checkpoint)."""
+def quick_phase_ends(params: Any, data: Path, runs: Path, base_model: Path, judge: Any) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """Sample every phase-end checkpoint once (``eval.quick``) and label the answers with ``judge``; per-run
+    judged and likelihood drift on the same probes. Returns (drift rows, per-sample rows, seconds per
+    checkpoint)."""
     from valuedrift.stance.paper_route import judge_samples
     from valuedrift.stance.sampling import generate_samples
 
@@ -62,7 +63,6 @@ def quick_phase_ends(params: Any, data: Path, runs: Path, base_model: Path) -> t
     if not ends:
         raise ConfigError("--runs", f"{runs}: no finished run (run the sft and po stages first)")
     probes = select_probes(load_probe_bank(data), q.probes_per_topic, ev.splits, params.probe_seed)
-    judge = make_judge(ev.judges, params.model, q.judge)
     checkpoints: dict[str, Path] = {}
     for phase, (start, final, start_name) in ends.items():
         checkpoints.setdefault(start_name, start)
@@ -79,20 +79,17 @@ def quick_phase_ends(params: Any, data: Path, runs: Path, base_model: Path) -> t
         seconds[name] = round(time.perf_counter() - t0, 1)
         log.info("quick judged route on %s: %.1f s for %d probes × %d answers", name, seconds[name], len(probes), q.k)
     per_sample = pd.DataFrame(samples)
-    per_probe = per_sample.groupby(["checkpoint", "probe_id", "split"], sort=True)[list(STANCES)].mean().reset_index()
+    per_probe = per_sample.groupby(["checkpoint", "probe_id", "topic", "split"], sort=True)[list(STANCES)].mean().reset_index()
     rows: list[dict[str, Any]] = []
     ids = {p.id for p in probes}
     for phase, (_, _, start_name) in ends.items():
-        j0 = per_probe[per_probe.checkpoint == start_name].drop(columns="checkpoint")
-        j1 = per_probe[per_probe.checkpoint == phase].drop(columns="checkpoint")
-        rows += inst.paired_change_rows(phase, j0, j1, f"judged ({q.judge})", ev.bootstrap, ev.ci, params.seed)
-        l0, l1 = inst.likelihood_ends(runs / phase, ids)
-        rows += inst.paired_change_rows(phase, l0[["probe_id", "split", *STANCES]], l1[["probe_id", "split", *STANCES]],
-                                        "likelihood", ev.bootstrap, ev.ci, params.seed)
+        j0, j1 = (per_probe[per_probe.checkpoint == c].drop(columns="checkpoint") for c in (start_name, phase))
+        rows += inst.phase_drift_rows(phase, f"judged ({q.judge})", j0, j1, ev.bootstrap, ev.ci, params.seed)
+        rows += inst.phase_drift_rows(phase, "likelihood", *inst.likelihood_ends(runs / phase, ids), ev.bootstrap, ev.ci, params.seed)
     return pd.DataFrame(rows), per_sample, seconds
 
 
-def prefix_fidelity(params: Any, folder: Path, base_model: Path) -> dict[str, Any]:
+def prefix_fidelity(params: Any, folder: Path, base_model: Path, judge: Any) -> dict[str, Any]:
     """What the quick route gives up: on the held-out-topic labelled generations, the quick judge on each
     answer's first ``eval.quick.max_new_tokens`` tokens (what the quick route would have sampled) and on the
     whole answer (≤ 128 tokens), each against the hand labels of the whole answer; bootstrap CIs over
@@ -105,7 +102,6 @@ def prefix_fidelity(params: Any, folder: Path, base_model: Path) -> dict[str, An
     rows = [g for g in load_labelled_generations(folder) if g.split == "test"]
     tokenizer = load_tokenizer(str(base_model))
     prefixes = [tokenizer.decode(tokenizer(g.answer, add_special_tokens=False)["input_ids"][: q.max_new_tokens]) for g in rows]
-    judge = make_judge(ev.judges, params.model, q.judge)
     gold, groups = [g.gold for g in rows], [g.id for g in rows]
     out: dict[str, Any] = {"judge": q.judge, "max_new_tokens": q.max_new_tokens, "n": len(rows)}
     for name, texts in (("whole_answer", [g.answer for g in rows]), ("prefix", prefixes)):
@@ -135,12 +131,13 @@ def main(argv: list[str] | None = None) -> None:
     summary: dict[str, Any] = {"tau_fit": {k: report["tau_fit"][k]["tau"] for k in ("tau", "tau_offsets")},
                                "improves_held_out": report["tau_fit"]["improves_held_out"], "adopt": report["tau_fit"]["adopt"]}
     if not a.no_phase_ends:
-        drift, samples, seconds = quick_phase_ends(params, Path(a.data), Path(a.runs), Path(a.base_model))
+        judge = make_judge(ev.judges, params.model, ev.quick.judge)  # one judge for the phase ends and the fidelity check
+        drift, samples, seconds = quick_phase_ends(params, Path(a.data), Path(a.runs), Path(a.base_model), judge)
         drift.to_csv(out / "phase_ends.csv", index=False)
         write_jsonl(out / "phase_end_samples.jsonl", samples.to_dict(orient="records"))
         files += [out / "phase_ends.csv", out / "phase_end_samples.jsonl", plot_phase_ends(drift, plots / "instrument_phase_ends.png")]
         summary["quick_seconds_per_checkpoint"] = seconds
-        fidelity = prefix_fidelity(params, folder, Path(a.base_model))
+        fidelity = prefix_fidelity(params, folder, Path(a.base_model), judge)
         write_json(out / "quick_fidelity.json", fidelity)
         files.append(out / "quick_fidelity.json")
         summary["quick_fidelity_macro_f1"] = {k: fidelity[k]["macro_f1"]["value"] for k in ("whole_answer", "prefix")}

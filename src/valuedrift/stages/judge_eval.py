@@ -48,6 +48,7 @@ from valuedrift.config.path_checks import path_problem
 from valuedrift.config.schema.params import Params
 from valuedrift.core.errors import ConfigError, DataError
 from valuedrift.core.io import read_records, require, write_json, write_jsonl
+from valuedrift.core.paths import BASE_MODEL
 from valuedrift.core.vocab import STANCES
 from valuedrift.data.labelled_generations import LABELS, LABELS_PASS2, load_labelled_generations, read_labels
 from valuedrift.data.probes import QUESTIONS_FILE, load_probe_bank, load_questions, select_probes
@@ -333,7 +334,7 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = stage_parser("judge-eval", __doc__, "data", raw_doc=True)
-    ap.add_argument("--checkpoint", default=None, help="checkpoint for the route agreement (folder or hub id; default models/base)")
+    ap.add_argument("--checkpoint", default=None, help=f"checkpoint for the route agreement (folder or hub id; default {BASE_MODEL})")
     ap.add_argument("--judges", nargs="+", default=None, help="names from eval.judges (default: judge_eval.judges)")
     ap.add_argument("--out", default="metrics/judge_eval")
     ap.add_argument("--no-mlflow", action="store_true")
@@ -347,9 +348,8 @@ def main(argv: list[str] | None = None) -> None:
     questions = {q.id: q for q in load_questions(data / QUESTIONS_FILE)}
     labelled = load_labelled(cfg.labelled, questions)
     names = a.judges or cfg.judges
-    check_model_path("checkpoint", a.checkpoint)  # a checkpoint named on the command line is checked even when unused
-    checkpoint = a.checkpoint or "models/base"
-    if cfg.agreement_probes_per_topic:
+    checkpoint = a.checkpoint or str(BASE_MODEL)
+    if a.checkpoint or cfg.agreement_probes_per_topic:  # a checkpoint named on the command line is checked even when unused
         check_model_path("checkpoint", checkpoint)
     pools = {"generations": generations_pool(cfg.generations), "labelled": labelled_pool(labelled)}
     pools = {k: v for k, v in pools.items() if v is not None}

@@ -9,7 +9,9 @@ tagged with the pipeline id.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -28,8 +30,6 @@ log = logging.getLogger(__name__)
 
 def instrument_section(metrics: Path, plots: Path, out: Path) -> str:
     """The "Instrument" section from the judge_eval and instrument stages' outputs (empty if neither ran)."""
-    import json
-    import os
 
     def read(path: Path) -> dict | None:
         return json.loads(path.read_text()) if path.is_file() else None
