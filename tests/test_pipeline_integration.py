@@ -34,6 +34,7 @@ def repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     shutil.copytree(ROOT / "data", d / "data")
     p = tiny_params_dict()
     p["po"]["algorithms"] = ["dpo"]
+    p["eval"]["trace_judged"] = True  # the judged route traced in every run (train_judge runs first)
     (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}"}
     _run(["dvc", "init", "--no-scm", "-q"], d, env)
@@ -48,10 +49,18 @@ def test_repro_produces_traced_runs_and_clean_status(repo):
     assert [c["step"] for c in traj["checkpoints"]] == [0, 1, 2]
     po = list((d / "runs" / "po").glob("*/trajectory.json"))
     assert po, "no preference-optimisation run was traced"
+    judged = json.loads((d / "runs" / "sft" / "neutral_heavy" / "judged" / "trajectory.json").read_text())
+    assert [c["step"] for c in judged["checkpoints"]] == [0, 1, 2]
+    base = json.loads((d / "runs" / "base" / "trajectory.json").read_text())
+    assert base["checkpoints"][0]["full"] == traj["checkpoints"][0]["full"]  # step 0 adopted from trace_base
     summary = json.loads((d / "metrics" / "instrument" / "summary.json").read_text())
-    assert set(summary["quick_seconds_per_checkpoint"]) == {"base", "sft/neutral_heavy", "po/dpo-value_gap"}
+    assert summary["quick_source"] == "traced"  # the instrument read the runs' judged phase ends
+    phase_ends = (d / "metrics" / "instrument" / "phase_ends.csv").read_text()
+    assert "sft/neutral_heavy,judged (classifier)" in phase_ends and "po/dpo-value_gap,likelihood" in phase_ends
+    assert (d / "metrics" / "judged" / "drift_summary.csv").exists()
     report = (d / "reports" / "report.md").read_text()
     assert "## Instrument" in report and "| classifier | generations_test |" in report
+    assert "## Design targets of the default study" in report and "judged route (classifier judge)" in report
     status = _run(["dvc", "status", "--json"], d, env)
     assert json.loads(status.stdout or "{}") == {}, status.stdout
 

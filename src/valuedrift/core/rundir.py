@@ -39,6 +39,8 @@ TRAIN_LOG_FILE = "train_log.json"
 RUN_ID_FILE = "mlflow_run_id"
 RUN_META_FILE = "mlflow_run.json"
 SEEDS_DIR = "seeds"
+# a run's quick judged route (eval.trace_judged) is a run folder of its own inside it: <run>/judged/
+JUDGED_DIR = "judged"
 # what a saved model folder (final/, a checkpoint) holds that marks it as one
 MODEL_CONFIG = "config.json"
 TRAINER_STATE = "trainer_state.json"
@@ -247,6 +249,8 @@ def discover(root: Path) -> list[tuple[str, int | None, RunDir]]:
     and seed None for the plain folder (the first seed) or the ``seeds/<k>`` number."""
     found: list[tuple[str, int | None, RunDir]] = []
     for traj in Path(root).glob(f"*/*/{TRAJECTORY_FILE}"):
+        if traj.parent.name == JUDGED_DIR:  # runs/base/judged: the base model's judged evaluation, not a run
+            continue
         found.append((f"{traj.parent.parent.name}/{traj.parent.name}", None, RunDir(traj.parent)))
     for traj in Path(root).glob(f"*/*/{SEEDS_DIR}/*/{TRAJECTORY_FILE}"):
         d = traj.parent

@@ -20,7 +20,7 @@ from valuedrift.config.schema.models import ModelConfig
 from valuedrift.config.schema.parse import to_dict
 from valuedrift.core.errors import ConfigError
 from valuedrift.core.io import file_digest, write_jsonl
-from valuedrift.core.rundir import RunDir
+from valuedrift.core.rundir import JUDGED_DIR, RunDir
 from valuedrift.data.bank import ResponseBank
 from valuedrift.data.leaks import assert_no_leaks
 from valuedrift.data.preferences import generate_pairs, question_pool, resolve_target, set_seed
@@ -33,11 +33,14 @@ log = logging.getLogger(__name__)
 
 
 def sft_profile(sft_run: Path) -> dict[str, float] | None:
-    """The stance profile v(all) over every probe scored at the last checkpoint of the SFT run (its
-    ``trajectory.json``, written by train/tracing.py), or None if the run has no checkpoint yet.
+    """The stance profile v(all) over every probe scored at the last checkpoint of the SFT run, or None if the
+    run has no checkpoint yet: on the judged route (``<run>/judged/trajectory.json``, ``eval.trace_judged``)
+    when the run traced it, since that route follows what the model says; else the likelihood route
+    (``trajectory.json``, written by train/tracing.py).
 
     Read as plain JSON, so this stage does not import the training stack."""
-    checkpoints = RunDir(sft_run).checkpoint_records()
+    judged = RunDir(Path(sft_run) / JUDGED_DIR)
+    checkpoints = judged.checkpoint_records() or RunDir(sft_run).checkpoint_records()
     if not checkpoints:
         return None
     return record_profile(checkpoints[-1])

@@ -51,6 +51,16 @@ def magnitude_rows(a: pd.DataFrame, b: pd.DataFrame, t0: int, t1: int, n_boot: i
     return rows
 
 
+def contrast_rows(a_name: str, a: pd.DataFrame, b_name: str, b: pd.DataFrame, n_boot: int, ci: float, seed: int) -> list[dict[str, Any]]:
+    """Difference of two checkpoints' profiles on the same probes, D_s = v_b[s] − v_a[s] (e.g. the final
+    models of two SFT corpora), per (split, topic, stance) with the paired bootstrap CI over probes of
+    :func:`magnitude_rows`."""
+    return [{"a": a_name, "b": b_name, "split": r["split"], "topic": r["topic"], "stance": r["stance"],
+             "n_probes": r["n_probes"], "v_a": r["v0"], "v_b": r["v1"], "difference": r["magnitude"],
+             "ci_lo": r["magnitude_lo"], "ci_hi": r["magnitude_hi"]}
+            for r in magnitude_rows(a, b, 0, 0, n_boot, ci, seed)]
+
+
 def time_rows(checkpoints: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Drift time per (split, topic, stance) from the trace vectors at every checkpoint.
 

@@ -32,12 +32,18 @@ def save(fig: Any, path: Path, dpi: int = 110) -> Path:
     return path
 
 
-def plot_trajectories(frames: dict[str, pd.DataFrame], path: Path) -> None:
-    """Per phase: the trace vectors of topic "all" vs step (dev solid, test dashed) with their CIs."""
+def plot_trajectories(frames: dict[str, pd.DataFrame], path: Path, title: str = "likelihood route") -> None:
+    """Per phase: the trace vectors of topic "all" vs step (dev solid, test dashed) with their CIs, four
+    phases per row."""
     plt = pyplot()
     n = max(len(frames), 1)
-    fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.6), squeeze=False)
-    for ax, (phase, df) in zip(axes[0], frames.items(), strict=False):
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    for ax, (phase, df) in zip(flat, frames.items(), strict=False):
         for split, style in (("dev", "-"), ("test", "--")):
             for s in STANCES:
                 col = f"{split}_{s}"
@@ -45,12 +51,13 @@ def plot_trajectories(frames: dict[str, pd.DataFrame], path: Path) -> None:
                     continue
                 ax.plot(df.step, df[col], style, color=COLORS[s], label=f"{s} ({split})", marker="o", ms=3)
                 ax.fill_between(df.step, df[f"{col}_lo"], df[f"{col}_hi"], color=COLORS[s], alpha=0.12)
-        ax.set_title(phase)
+        ax.set_title(phase, fontsize=10)
         ax.set_xlabel("training step")
         ax.set_ylabel("mean stance probability")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
-    fig.suptitle("Stance trajectories (trace probes; solid = dev topics, dashed = held-out test topics; 95% CI)")
+    flat[0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"Stance trajectories, {title} (trace probes; solid = dev topics, dashed = held-out test topics; 95% CI)")
     save(fig, path)
 
 

@@ -220,3 +220,81 @@ def markdown_table(df: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Design targets of the default study (issue 15): what the default setup must make visible
+# --------------------------------------------------------------------------------------------------
+
+GAP_TARGET = 0.10  # value-gap DPO must move its target stance by at least this (dev and held-out test topics)
+
+
+@dataclass(frozen=True)
+class Target:
+    target: str
+    measured: str
+    met: bool | None  # None = not tested (no run covers it)
+
+
+def _cell(summary: pd.DataFrame, phase: str, split: str, stance: str) -> tuple[float, float, float] | None:
+    r = _rows(summary, phase, split)
+    if r.empty or stance not in r.index or "magnitude" not in r or r.at[stance, "magnitude"] != r.at[stance, "magnitude"]:
+        return None
+    return float(r.at[stance, "magnitude"]), float(r.at[stance, "ci_lo"]), float(r.at[stance, "ci_hi"])
+
+
+def design_targets(summary: pd.DataFrame, infos: list[PhaseInfo], majority: dict[str, str], contrasts: pd.DataFrame | None) -> list[Target]:
+    """The default study's targets, checked on ``summary`` (one route's drift summary; the report passes the
+    route that tracks what the models say) and ``contrasts`` (final-profile differences between SFT corpora,
+    :func:`valuedrift.metrics.summary.contrast_rows`, split "all"):
+
+    1. each SFT corpus raises its own majority stance, CI above 0 (all probes);
+    2. the SFT corpora's final profiles differ on each one's majority stance (CI of the difference excludes 0);
+    3. SFT drift time is resolved (the start lies outside the CI of the extreme checkpoint) for the largest drift;
+    4. value-gap DPO moves its target stance by ≥ GAP_TARGET with a CI excluding 0, on dev and on test topics;
+    5. on the style-only set every algorithm's largest |drift| is smaller than its drift toward the target on a
+       value-gap set.
+    """
+    out: list[Target] = []
+    sft = [i for i in infos if i.kind == "sft"]
+    for i in sft:
+        maj = majority.get(i.name, "?")
+        c = _cell(summary, i.phase, ALL, maj)
+        out.append(Target(f"SFT on {i.name} raises its majority stance ({maj}), CI above 0",
+                          "–" if c is None else f"{maj} {fmt_ci(*c)}", None if c is None else c[1] > 0))
+    if contrasts is not None and not contrasts.empty and len(sft) >= 2:
+        for r in contrasts[(contrasts.split == ALL)].itertuples(index=False):
+            stances = {majority.get(r.a), majority.get(r.b)}
+            if r.stance not in stances:
+                continue
+            out.append(Target(f"final profiles of SFT on {r.a} and {r.b} differ on {r.stance} (CI excludes 0)",
+                              f"{r.b} − {r.a}: {fmt_ci(r.difference, r.ci_lo, r.ci_hi)}", r.ci_lo > 0 or r.ci_hi < 0))
+    for i in sft:
+        r = _rows(summary, i.phase, ALL)
+        if r.empty or "magnitude" not in r:
+            continue
+        s, _ = largest_drift(summary, i.phase)
+        resolved = _time_resolved(r, s)
+        out.append(Target(f"SFT on {i.name}: drift time resolved (largest drift, {s})",
+                          f"drift time {float(r.at[s, 'drift_time']):.2f}" if resolved else "not resolved", resolved))
+    gap = [i for i in infos if i.kind == "po" and not i.style_only and i.target and i.algorithm == "dpo"]
+    for i in gap:
+        for split in ("dev", "test"):
+            c = _cell(summary, i.phase, split, i.target)
+            out.append(Target(f"DPO on {i.pref_set} moves {i.target} by ≥ {GAP_TARGET:.2f} on {split} topics, CI excluding 0",
+                              "–" if c is None else fmt_ci(*c), None if c is None else c[0] >= GAP_TARGET and (c[1] > 0 or c[2] < 0)))
+    style = {i.algorithm: i for i in infos if i.style_only}
+    for algo, si in sorted(style.items()):
+        gaps = [i for i in infos if i.kind == "po" and not i.style_only and i.target and i.algorithm == algo]
+        if not gaps:
+            continue
+        s, m = largest_drift(summary, si.phase)
+        toward = max(_cell(summary, g.phase, ALL, g.target)[0] for g in gaps)  # type: ignore[index]
+        out.append(Target(f"{algo}: style-only largest |drift| < its value-gap drift toward the target",
+                          f"style-only {abs(m):.3f} ({s}) vs value-gap {toward:+.3f}", abs(m) < toward))
+    return out
+
+
+def targets_table(targets: list[Target]) -> pd.DataFrame:
+    return pd.DataFrame([{"target": t.target, "measured (95% CI)": t.measured,
+                          "met": "not tested" if t.met is None else ("yes" if t.met else "**no**")} for t in targets])

@@ -15,8 +15,11 @@ from valuedrift.core.vocab import ALL
 from valuedrift.reporting.findings import (
     FAST_DRIFT_TIME,
     PhaseInfo,
+    Verdict,
+    design_targets,
     drift_table,
     markdown_table,
+    targets_table,
     verdict_sft,
     verdict_style_only,
     verdict_value_gap,
@@ -35,13 +38,25 @@ def capability_table(cap: pd.DataFrame) -> pd.DataFrame:
 def render(
     summary: pd.DataFrame, infos: list[PhaseInfo], cap: pd.DataFrame, figures: list[str], tags: dict[str, str], *,
     corpora: Mapping[str, CorpusMix], model: ModelConfig, ev: EvalConfig, sft: SFTConfig, po: POConfig,
+    judged: pd.DataFrame | None = None, contrasts: pd.DataFrame | None = None,
 ) -> str:
     """The report; the Setup section cites the ``model``, ``eval``, ``sft`` and ``po`` sections, and the SFT
-    verdict compares each corpus's drift with its majority stance (``prepare_data.corpora``)."""
+    verdict compares each corpus's drift with its majority stance (``prepare_data.corpora``).
+
+    ``summary`` is the likelihood route's drift summary; ``judged`` the quick judged route's (runs traced with
+    ``eval.trace_judged``). Where both exist the verdicts and design targets are judged on the judged route
+    (the one that tracks what the models say: "Instrument" section) and the likelihood route's verdicts are
+    given beside them; ``contrasts`` holds the judged route's final-profile differences between SFT corpora."""
     majority = {name: max(mix.mix, key=mix.mix.get) for name, mix in corpora.items()}
     sft_infos = [i for i in infos if i.kind == "sft"]
     po_infos = [i for i in infos if i.kind == "po"]
-    verdicts = [verdict_sft(summary, infos, majority), verdict_style_only(summary, infos), verdict_value_gap(summary, infos)]
+    primary, primary_name = (judged, f"judged route ({ev.quick.judge} judge)") if judged is not None else (summary, "likelihood route")
+
+    def verdicts_of(sm: pd.DataFrame) -> list[Verdict]:
+        return [verdict_sft(sm, infos, majority), verdict_style_only(sm, infos), verdict_value_gap(sm, infos)]
+
+    verdicts = verdicts_of(primary)
+    second = verdicts_of(summary) if judged is not None else None
     seeds = int(summary.n_seeds.max()) if not summary.empty else 0
     probes = int(summary[summary.topic == ALL].n_probes.max()) if "n_probes" in summary else 0
     lines = [
@@ -68,16 +83,31 @@ def render(
         "## Verdicts on the paper's findings",
         "",
         "The paper studied 3B–8B models; ours is far smaller and trained for a few steps, so a finding that does "
-        "not reproduce here says something about this setup, not necessarily about the paper.",
+        "not reproduce here says something about this setup, not necessarily about the paper. "
+        f"Verdicts are judged on the {primary_name}"
+        + (f" ({ev.quick.k} answers of ≤ {ev.quick.max_new_tokens} tokens per probe, {ev.quick.probes_per_topic} probes per "
+           "topic at every checkpoint), the route that follows what the models say; the likelihood route's verdict "
+           "is given beside each." if judged is not None else "."),
         "",
     ]
-    for v in verdicts:
-        lines += [f"### {v.finding}", "", f"**Verdict: {v.verdict}.**", "", f"- Paper: {v.paper}.", f"- Rule: {v.rule}."]
+    for k, v in enumerate(verdicts):
+        lines += [f"### {v.finding}", "", f"**Verdict: {v.verdict}**" + (f" (likelihood route: {second[k].verdict})." if second else "."),
+                  "", f"- Paper: {v.paper}.", f"- Rule: {v.rule}."]
         lines += [f"- Ours: {o}" for o in v.ours] or ["- Ours: no run covers this finding in the current params."]
+        if second:
+            lines += [f"- Likelihood route: {o}" for o in second[k].ours]
         lines.append("")
-    lines += ["## (a) SFT drift per corpus", "", markdown_table(drift_table(summary, sft_infos)), "",
-              "## (b) Preference-optimisation drift per algorithm and preference set", "",
-              markdown_table(drift_table(summary, po_infos)), "",
+    lines += ["## Design targets of the default study", "",
+              f"What the default setup is designed to make visible ({primary_name}, all probes unless a split is named). "
+              "A target that is missed is reported, never tuned away through the instrument.", "",
+              markdown_table(targets_table(design_targets(primary, infos, majority, contrasts))), ""]
+    routes = [("judged route", judged), ("likelihood route", summary)] if judged is not None else [("likelihood route", summary)]
+    for title, infos_k, letter in (("SFT drift per corpus", sft_infos, "a"),
+                                   ("Preference-optimisation drift per algorithm and preference set", po_infos, "b")):
+        lines += [f"## ({letter}) {title}", ""]
+        for route_name, sm in routes:
+            lines += [f"**{route_name}**" if len(routes) > 1 else "", "", markdown_table(drift_table(sm, infos_k)), ""]
+    lines += [
               f"Drift time ≤ {FAST_DRIFT_TIME} counts as fast. Δ columns: drift magnitude [95% CI]; 'time' columns: drift time, "
               "'n/r' where the trace probes do not resolve the drift (the start lies inside the CI of the extreme "
               "checkpoint, so drift time is 0 by definition and says nothing; more trace probes narrow the CI).",

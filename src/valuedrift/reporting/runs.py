@@ -12,6 +12,7 @@ import pandas as pd
 from valuedrift.core.io import iter_jsonl
 from valuedrift.core.rundir import RunDir, discover
 from valuedrift.metrics.summary import (
+    contrast_rows,
     magnitude_rows,
     mean_trajectory,
     phase_ends,
@@ -38,11 +39,13 @@ class PhaseRun:
         return self.run.path
 
 
-def discover_runs(runs: Path, default_seed: int = 0) -> list[PhaseRun]:
+def discover_runs(runs: Path, default_seed: int = 0, route: str | None = None) -> list[PhaseRun]:
     """Every run under ``runs`` that has a trajectory, sorted by phase then seed (the first seed's folder
-    carries no seed number: it gets ``default_seed``)."""
-    found = [PhaseRun(phase, default_seed if seed is None else seed, run) for phase, seed, run in discover(runs)]
-    return sorted(found, key=lambda r: (r.phase, r.seed))
+    carries no seed number: it gets ``default_seed``). ``route`` (e.g. ``judged``): the run's evaluation on
+    that route instead (its folder ``<run>/<route>``; runs without one are left out)."""
+    found = [PhaseRun(phase, default_seed if seed is None else seed, RunDir(run.path / route) if route else run)
+             for phase, seed, run in discover(runs)]
+    return sorted((r for r in found if r.run.trajectory_file.exists()), key=lambda r: (r.phase, r.seed))
 
 
 def load_table(run: RunDir, step: int) -> pd.DataFrame:
@@ -50,12 +53,12 @@ def load_table(run: RunDir, step: int) -> pd.DataFrame:
     return pd.DataFrame([obj for _, obj in iter_jsonl(run.eval_table(step))])
 
 
-def compute(runs: Path, n_boot: int, ci: float, seed: int) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+def compute(runs: Path, n_boot: int, ci: float, seed: int, route: str | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Per-run drift rows (phase, seed, split, topic, stance, magnitude…, drift_time) and trajectory frames
-    (per phase: mean over seeds of the trace vectors at each step)."""
+    (per phase: mean over seeds of the trace vectors at each step), on the likelihood route or ``route``."""
     rows = []
     by_phase: dict[str, list[pd.DataFrame]] = {}
-    for r in discover_runs(runs, seed):
+    for r in discover_runs(runs, seed, route):
         ckpts = r.run.checkpoint_records()
         if not ckpts:
             continue
@@ -65,6 +68,20 @@ def compute(runs: Path, n_boot: int, ci: float, seed: int) -> tuple[pd.DataFrame
         by_phase.setdefault(r.phase, []).append(trajectory_frame(ckpts))
     frames = {phase: mean_trajectory(fs) for phase, fs in by_phase.items()}
     return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()), frames
+
+
+def sft_contrasts(runs: Path, n_boot: int, ci: float, seed: int, route: str | None = None) -> pd.DataFrame:
+    """Final-profile differences between every pair of SFT corpora (first seed's runs), on the probes both
+    scored at their last phase evaluation (:func:`valuedrift.metrics.summary.contrast_rows`)."""
+    finals = {}
+    for r in discover_runs(runs, seed, route):
+        ends = phase_ends(r.run.checkpoint_records())
+        if r.phase.startswith("sft/") and r.seed == seed and ends is not None:
+            finals[r.phase.split("/", 1)[1]] = load_table(r.run, ends[1])
+    names = sorted(finals)
+    rows = [row for i, a in enumerate(names) for b in names[i + 1 :]
+            for row in contrast_rows(a, finals[a], b, finals[b], n_boot, ci, seed)]
+    return pd.DataFrame(rows)
 
 
 def topic_frames(runs: list[PhaseRun]) -> pd.DataFrame:

@@ -14,19 +14,24 @@ The maths is :mod:`valuedrift.metrics.summary` (definitions: docs/definitions.md
 
 Writes ``metrics/drift_table.csv`` (every run × split × topic × stance), ``metrics/drift_summary.csv``
 (aggregated over seeds), ``metrics/drift.json`` (headline numbers for ``dvc metrics``),
-``plots/trajectory/<phase>.csv`` (DVC plot data) and ``plots/trajectories.png``.
+``plots/trajectory/<phase>.csv`` (DVC plot data), ``plots/trajectories.png`` and ``metrics/sft_contrasts.csv``
+(final-profile differences between the SFT corpora, with paired CIs) for the likelihood route;
+the same for the quick judged route (runs traced with ``eval.trace_judged``) under ``metrics/judged/`` and
+``plots/judged/``.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from valuedrift.config.load import load_params
 from valuedrift.core.io import write_json
+from valuedrift.core.rundir import JUDGED_DIR
 from valuedrift.metrics.summary import headline, summarise
 from valuedrift.reporting.figures import plot_trajectories
-from valuedrift.reporting.runs import compute
+from valuedrift.reporting.runs import compute, sft_contrasts
 from valuedrift.stages.args import check_flags, check_path, stage_parser
 
 log = logging.getLogger(__name__)
@@ -39,11 +44,22 @@ def main(argv: list[str] | None = None) -> None:
     check_path("params", a.params, "file")
     check_flags(a, {"runs": "dir"}, ["metrics", "plots"])
     params = load_params(a.params)
-    per_run, frames = compute(Path(a.runs), params.eval.bootstrap, params.eval.ci, params.seeds[0])
-    if per_run.empty:
-        raise SystemExit(f"no trajectories found under {a.runs}/<kind>/<name>/[seeds/<k>/]trajectory.json; run sft/po first")
-    summary = summarise(per_run, params.eval.ci)
     metrics, plots = Path(a.metrics), Path(a.plots)
+    routes: list[str | None] = [None, JUDGED_DIR] if params.eval.trace_judged else [None]
+    for route in routes:
+        per_run, frames = compute(Path(a.runs), params.eval.bootstrap, params.eval.ci, params.seeds[0], route)
+        if per_run.empty:
+            where = f"{a.runs}/<kind>/<name>/[seeds/<k>/]{route + '/' if route else ''}trajectory.json"
+            raise SystemExit(f"no trajectories found under {where}; run sft/po first")
+        out = metrics / route if route else metrics
+        write_route(per_run, frames, params.eval.ci, out, plots / route if route else plots, route or "likelihood")
+        sft_contrasts(Path(a.runs), params.eval.bootstrap, params.eval.ci, params.seeds[0], route).to_csv(
+            out / "sft_contrasts.csv", index=False)
+
+
+def write_route(per_run: Any, frames: dict[str, Any], ci: float, metrics: Path, plots: Path, route: str) -> None:
+    """One route's drift tables, headline numbers, trajectory plot data and figure."""
+    summary = summarise(per_run, ci)
     metrics.mkdir(parents=True, exist_ok=True)
     per_run.to_csv(metrics / "drift_table.csv", index=False)
     summary.to_csv(metrics / "drift_summary.csv", index=False)
@@ -52,5 +68,5 @@ def main(argv: list[str] | None = None) -> None:
         out = plots / "trajectory" / f"{phase.replace('/', '__')}.csv"
         out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(out, index=False)
-    plot_trajectories(frames, plots / "trajectories.png")
-    log.info("drift: %d phases, %d runs; tables in %s", len(frames), per_run.groupby(["phase", "seed"]).ngroups, metrics)
+    plot_trajectories(frames, plots / "trajectories.png", title=f"{route} route")
+    log.info("drift (%s route): %d phases, %d runs; tables in %s", route, len(frames), per_run.groupby(["phase", "seed"]).ngroups, metrics)

@@ -51,10 +51,40 @@ def load_predictions(path: Path) -> pd.DataFrame | None:
     return df[df["set"].str.startswith("generations")].drop_duplicates(["judge", "item"]).rename(columns={"item": "uid"})
 
 
+def stored_judged_ends(params: Any, runs: Path, phases: list[str], probe_ids: set[int]) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]] | None:
+    """Each phase's judged route at its first and last checkpoint as the run traced it (``<run>/judged``,
+    ``eval.trace_judged``), when every phase has it with the ``eval.quick`` settings on ``probe_ids``; else
+    None (the phase ends are then sampled here)."""
+    from valuedrift.core.rundir import JUDGED_DIR, RunDir
+    from valuedrift.stance.paper_route import JudgedTraceScorer, PaperRouteScorer
+
+    ev = params.eval
+    expected = JudgedTraceScorer(PaperRouteScorer(None, None, ev.quick, params.probe_seed, ev.prompt_format, ev.system_prompt),
+                                 ev.quick.judge).signature()
+    out = {}
+    for phase in phases:
+        run = RunDir(runs / phase / JUDGED_DIR)
+        phase_steps = [c for c in run.checkpoint_records() if c["phase"]]
+        if run.trajectory().get("scorer") != expected or len(phase_steps) < 2:
+            return None
+        ends = inst.likelihood_ends(run.path, probe_ids)
+        if any(set(t.probe_id) != probe_ids for t in ends):
+            return None
+        out[phase] = ends
+    return out
+
+
+def explode_samples(table: pd.DataFrame, checkpoint: str) -> list[dict[str, Any]]:
+    """Per-sample rows (answers with p_J) of a judged evaluation table."""
+    return [{"checkpoint": checkpoint, "probe_id": r.probe_id, "topic": r.topic, "split": r.split, **smp}
+            for r in table.itertuples() for smp in r.samples]
+
+
 def quick_phase_ends(params: Any, data: Path, runs: Path, base_model: Path, judge: Any) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
-    """Sample every phase-end checkpoint once (``eval.quick``) and label the answers with ``judge``; per-run
-    judged and likelihood drift on the same probes. Returns (drift rows, per-sample rows, seconds per
-    checkpoint)."""
+    """The judged route (``eval.quick``) at every phase-end checkpoint, and per-run judged and likelihood
+    drift on the same probes: read from the runs' own judged traces when they have them
+    (:func:`stored_judged_ends`), otherwise sampled here once per checkpoint and labelled with ``judge``.
+    Returns (drift rows, per-sample rows, seconds per sampled checkpoint; empty when read)."""
     from valuedrift.stance.paper_route import judge_samples
     from valuedrift.stance.sampling import generate_samples
 
@@ -63,27 +93,40 @@ def quick_phase_ends(params: Any, data: Path, runs: Path, base_model: Path, judg
     if not ends:
         raise ConfigError("--runs", f"{runs}: no finished run (run the sft and po stages first)")
     probes = select_probes(load_probe_bank(data), q.probes_per_topic, ev.splits, params.probe_seed)
-    checkpoints: dict[str, Path] = {}
-    for phase, (start, final, start_name) in ends.items():
-        checkpoints.setdefault(start_name, start)
-        checkpoints[phase] = final
-    samples, seconds = [], {}
-    for name, path in checkpoints.items():
-        t0 = time.perf_counter()
-        tokenizer, model = load_policy(params.model, str(path))
-        drawn = generate_samples(model, tokenizer, probes, k=q.k, temperature=q.temperature, top_p=q.top_p,
-                                 max_new_tokens=q.max_new_tokens, batch_size=q.batch_size, seed=params.seed,
-                                 prompt_format=ev.prompt_format, system_prompt=ev.system_prompt, progress=True)
-        del model
-        samples += [{"checkpoint": name, **r} for r in judge_samples(judge, probes, drawn)]
-        seconds[name] = round(time.perf_counter() - t0, 1)
-        log.info("quick judged route on %s: %.1f s for %d probes × %d answers", name, seconds[name], len(probes), q.k)
-    per_sample = pd.DataFrame(samples)
-    per_probe = per_sample.groupby(["checkpoint", "probe_id", "topic", "split"], sort=True)[list(STANCES)].mean().reset_index()
-    rows: list[dict[str, Any]] = []
     ids = {p.id for p in probes}
-    for phase, (_, _, start_name) in ends.items():
-        j0, j1 = (per_probe[per_probe.checkpoint == c].drop(columns="checkpoint") for c in (start_name, phase))
+    judged_ends = stored_judged_ends(params, runs, list(ends), ids)
+    samples, seconds = [], {}
+    if judged_ends is None:
+        checkpoints: dict[str, Path] = {}
+        for phase, (start, final, start_name) in ends.items():
+            checkpoints.setdefault(start_name, start)
+            checkpoints[phase] = final
+        for name, path in checkpoints.items():
+            t0 = time.perf_counter()
+            tokenizer, model = load_policy(params.model, str(path))
+            drawn = generate_samples(model, tokenizer, probes, k=q.k, temperature=q.temperature, top_p=q.top_p,
+                                     max_new_tokens=q.max_new_tokens, batch_size=q.batch_size, seed=params.probe_seed,
+                                     prompt_format=ev.prompt_format, system_prompt=ev.system_prompt, progress=True)
+            del model
+            samples += [{"checkpoint": name, **r} for r in judge_samples(judge, probes, drawn)]
+            seconds[name] = round(time.perf_counter() - t0, 1)
+            log.info("quick judged route on %s: %.1f s for %d probes × %d answers", name, seconds[name], len(probes), q.k)
+        per_sample = pd.DataFrame(samples)
+        per_probe = per_sample.groupby(["checkpoint", "probe_id", "topic", "split"], sort=True)[list(STANCES)].mean().reset_index()
+        judged_ends = {phase: tuple(per_probe[per_probe.checkpoint == c].drop(columns="checkpoint") for c in (start_name, phase))
+                       for phase, (_, _, start_name) in ends.items()}
+    else:
+        log.info("quick judged route: read from the runs' judged traces (%d phases)", len(judged_ends))
+        seen: set[str] = set()
+        for phase, (_, _, start_name) in ends.items():
+            for name, table in ((start_name, judged_ends[phase][0]), (phase, judged_ends[phase][1])):
+                if name not in seen:
+                    seen.add(name)
+                    samples += explode_samples(table, name)
+        per_sample = pd.DataFrame(samples)
+    rows: list[dict[str, Any]] = []
+    for phase in ends:
+        j0, j1 = (t[["probe_id", "topic", "split", *STANCES]] for t in judged_ends[phase])
         rows += inst.phase_drift_rows(phase, f"judged ({q.judge})", j0, j1, ev.bootstrap, ev.ci, params.seed)
         rows += inst.phase_drift_rows(phase, "likelihood", *inst.likelihood_ends(runs / phase, ids), ev.bootstrap, ev.ci, params.seed)
     return pd.DataFrame(rows), per_sample, seconds
@@ -136,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         drift.to_csv(out / "phase_ends.csv", index=False)
         write_jsonl(out / "phase_end_samples.jsonl", samples.to_dict(orient="records"))
         files += [out / "phase_ends.csv", out / "phase_end_samples.jsonl", plot_phase_ends(drift, plots / "instrument_phase_ends.png")]
-        summary["quick_seconds_per_checkpoint"] = seconds
+        summary["quick_seconds_per_checkpoint"] = seconds  # empty when read from the runs' judged traces
+        summary["quick_source"] = "sampled" if seconds else "traced"
         fidelity = prefix_fidelity(params, folder, Path(a.base_model), judge)
         write_json(out / "quick_fidelity.json", fidelity)
         files.append(out / "quick_fidelity.json")

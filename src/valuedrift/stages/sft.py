@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from valuedrift.core.errors import ConfigError
-from valuedrift.core.paths import SFT_RUNS
+from valuedrift.core.paths import BASE_EVAL, SFT_RUNS
 from valuedrift.stages.args import check_flags, parse, stage_parser
 from valuedrift.train.scaffold import per_seed
 from valuedrift.train.sft import run_sft
@@ -20,10 +20,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = stage_parser("sft", __doc__, "base-model", "processed", "data")
     ap.add_argument("--corpus", default=None, help="one corpus of sft.corpora (default: each of them in turn)")
     ap.add_argument("--out", default=str(SFT_RUNS), help=f"run folders (default: {SFT_RUNS})")
+    ap.add_argument("--base-eval", default=str(BASE_EVAL),
+                    help=f"the start model's evaluation (trace_base), adopted as every run's step 0 (default: {BASE_EVAL})")
     a, params = parse(ap, argv)
     check_flags(a, {"base-model": "dir", "processed": "dir", "data": "dir"}, ["out"])
+    base_eval = Path(a.base_eval) if Path(a.base_eval).is_dir() else None  # absent: each run scores its step 0
     if a.corpus is not None and a.corpus not in params.sft.corpora:
         raise ConfigError("--corpus", f"{a.corpus!r} is not in sft.corpora ({', '.join(params.sft.corpora)})")
     for corpus in [a.corpus] if a.corpus else params.sft.corpora:
         for p in per_seed(params):  # `seeds` repeats the run; the first seed's run is the plain folder
-            run_sft(p, Path(a.base_model), Path(a.processed), Path(a.out), corpus, data_dir=Path(a.data))
+            run_sft(p, Path(a.base_model), Path(a.processed), Path(a.out), corpus, data_dir=Path(a.data), start_eval=base_eval)

@@ -71,3 +71,32 @@ class PaperRouteScorer:
         samples = self.sample(model, probes, progress)
         rows = judge_samples(self.judge, probes, samples, progress)
         return probe_distributions(rows), pd.DataFrame(rows)
+
+
+@dataclass
+class JudgedTraceScorer:
+    """The quick judged route (``eval.quick``) as a stance tracer's scorer: same interface as
+    :class:`valuedrift.stance.likelihood.LikelihoodScorer` (``score(model, probes)`` -> one row per probe).
+
+    Each row holds q(p) = (1/K) Σ_k p_J(·|p, y_k) per stance and, under ``samples``, the K answers with
+    their p_J, so what the model said at every checkpoint stays readable next to the number.
+    """
+
+    route: PaperRouteScorer
+    judge_name: str
+
+    def score(self, model: Any, probes: Sequence[Probe], progress: bool = False) -> list[dict[str, Any]]:
+        per_probe, per_sample = self.route.score(model, probes, progress)
+        kept = ["sample", "text", "new_tokens", "finished", *STANCES]
+        by_probe = {pid: g[kept].to_dict(orient="records") for pid, g in per_sample.groupby("probe_id")}
+        rows = per_probe.to_dict(orient="records")
+        for r in rows:
+            r["samples"] = by_probe[r["probe_id"]]
+        return rows
+
+    def signature(self) -> dict[str, Any]:
+        """What makes two judged evaluations comparable (scorer_signature): sampling settings and judge."""
+        c = self.route.cfg
+        return {"kind": type(self).__name__, "judge": self.judge_name, "k": c.k, "temperature": c.temperature,
+                "top_p": c.top_p, "max_new_tokens": c.max_new_tokens, "seed": self.route.seed,
+                "prompt_format": self.route.prompt_format, "system_prompt": self.route.system_prompt}

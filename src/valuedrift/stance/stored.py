@@ -11,7 +11,10 @@ from valuedrift.core.rundir import RunDir
 
 
 def scorer_signature(scorer: Any) -> dict[str, Any]:
-    """What makes two stance evaluations comparable: the scorer settings (not the batch size)."""
+    """What makes two stance evaluations comparable: the scorer settings (not the batch size); a scorer
+    with its own ``signature()`` (the judged route) says itself."""
+    if hasattr(scorer, "signature"):
+        return scorer.signature()
     return {"kind": type(scorer).__name__, "temperature": getattr(scorer, "temperature", None),
             "prompt_format": getattr(scorer, "prompt_format", None), "system_prompt": getattr(scorer, "system_prompt", None)}
 

@@ -138,7 +138,7 @@ def run_po(
 
     def before_train(traced: TracedRun) -> None:
         log_preference_set(traced.tracker, processed, pref_set)  # generator params, gap analysis
-        traced.tracer.adopt_start(Path(sft_model).parent)  # step 0 = the SFT run's final evaluation
+        traced.adopt_start(Path(sft_model).parent)  # step 0 = the SFT run's final evaluation (every route)
 
     plan = RunPlan(
         kind="po", name=run_name, run_name=run_name, train=cfg, start_model=Path(sft_model), data_file=data_file,

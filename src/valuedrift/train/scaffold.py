@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from valuedrift.config.schema.evaluation import EvalConfig
+from valuedrift.config.schema.models import ModelConfig
 from valuedrift.config.schema.params import Params
 from valuedrift.config.schema.parse import flatten, pick, to_dict
 from valuedrift.config.schema.stage_table import run_input_keys
@@ -32,7 +33,7 @@ from valuedrift.config.schema.training import TrainConfig
 from valuedrift.core.io import file_digest, fingerprint, write_json
 from valuedrift.core.paths import DATA
 from valuedrift.core.processes import is_main_process, main_process_first, world_size
-from valuedrift.core.rundir import RunDir, seed_run_name
+from valuedrift.core.rundir import JUDGED_DIR, RunDir, seed_run_name
 from valuedrift.data.bank import load_general
 from valuedrift.data.probes import load_probe_bank, select_probes
 from valuedrift.models import load_model, load_tokenizer, pick_device
@@ -109,19 +110,33 @@ def training_kwargs(cfg: TrainConfig, seed: int, dtype: str, device: str, run: R
 
 @dataclass
 class TracedRun:
-    """Tracker + tracer + callback for one training run."""
+    """Tracker + tracers + callback for one training run: ``tracer`` is the likelihood route (the run
+    folder's own trajectory), ``judged`` the quick judged route in ``<run>/judged`` (``eval.trace_judged``)."""
 
     tracker: Tracker | None
     tracer: StanceTracer
     callback: StanceTraceCallback
+    judged: StanceTracer | None = None
+
+    @property
+    def tracers(self) -> list[StanceTracer]:
+        return [t for t in (self.tracer, self.judged) if t is not None]
+
+    def adopt_start(self, source_dir: Path) -> None:
+        """Step 0 of every route = the last evaluation of ``source_dir`` (the same weights), where it matches
+        (:meth:`StanceTracer.adopt_start`)."""
+        self.tracer.adopt_start(source_dir)
+        if self.judged is not None:
+            self.judged.adopt_start(Path(source_dir) / JUDGED_DIR)
 
 
 def make_traced_run(
     ev: EvalConfig, probe_seed: int, seed: int, tracker: Tracker | None, run: RunDir, tokenizer: Any, every: int,
-    data_dir: Path = DATA,
+    data_dir: Path = DATA, judge_model: ModelConfig | None = None,
 ) -> TracedRun:
-    """The stance tracer of a run: trace and phase probe subsets drawn with ``probe_seed``, the likelihood
-    scorer of ``eval``, and the capability probe when ``eval.capability_rows > 0``."""
+    """The stance tracers of a run: trace and phase probe subsets drawn with ``probe_seed``, the likelihood
+    scorer of ``eval``, the capability probe when ``eval.capability_rows > 0``, and the judged route when
+    ``eval.trace_judged`` (its judge loaded with ``judge_model``'s dtype, device and trust settings)."""
     bank = load_probe_bank(data_dir)
     trace = select_probes(bank, ev.trace_probes_per_topic, ev.splits, probe_seed)
     phase = select_probes(bank, ev.phase_probes_per_topic, ev.splits, probe_seed)
@@ -132,7 +147,24 @@ def make_traced_run(
         held = heldout_general_ids(general, ev.capability_rows, seed)
         rows = [r for r in general if r["id"] in held]
         tracer.capability = CapabilityProbe(tokenizer, rows, ev.batch_size, ev.prompt_format)
-    return TracedRun(tracker, tracer, StanceTraceCallback(tracer, every, tracker))
+    judged = judged_tracer(ev, judge_model or ModelConfig(), probe_seed, seed, tracker, run, tokenizer, bank) if ev.trace_judged else None
+    return TracedRun(tracker, tracer, StanceTraceCallback(tracer, every, tracker, [judged] if judged else []), judged)
+
+
+def judged_tracer(
+    ev: EvalConfig, model_cfg: ModelConfig, probe_seed: int, seed: int, tracker: Tracker | None, run: RunDir, tokenizer: Any,
+    bank: list[Any],
+) -> StanceTracer:
+    """The quick judged route (``eval.quick``) traced in ``<run>/judged``: its ``probes_per_topic`` probes at
+    every checkpoint (trace and phase sets are the same), labelled by ``eval.quick.judge``."""
+    from valuedrift.stance.evaluation import make_judge
+    from valuedrift.stance.paper_route import JudgedTraceScorer, PaperRouteScorer
+
+    q = ev.quick
+    probes = select_probes(bank, q.probes_per_topic, ev.splits, probe_seed)
+    route = PaperRouteScorer(tokenizer, make_judge(ev.judges, model_cfg, q.judge), q, probe_seed, ev.prompt_format, ev.system_prompt)
+    return StanceTracer(JudgedTraceScorer(route, q.judge), probes, probes, run.path / JUDGED_DIR, tracker,
+                        ev.bootstrap, ev.ci, seed, route=JUDGED_DIR)
 
 
 def run_tags(stage: str, algorithm: str | None = None, **extra: str) -> dict[str, str]:
@@ -215,7 +247,7 @@ def train_traced(
     tokenizer = load_tokenizer(plan.start_model, model_cfg.trust_remote_code)
     tracker = Tracker(params.tracking, run.path)
     traced = make_traced_run(
-        params.eval, params.probe_seed, params.seed, tracker, run, tokenizer, plan.train.eval_every, data_dir
+        params.eval, params.probe_seed, params.seed, tracker, run, tokenizer, plan.train.eval_every, data_dir, params.model
     )
     resume = run.last_checkpoint() if resumable else None
     tags = run_tags(plan.kind, plan.algorithm, **plan.tags, seed=str(params.seed), world_size=str(world_size()))
@@ -233,7 +265,7 @@ def train_traced(
         trainer.save_model(str(run.final))
         if is_main:
             tokenizer.save_pretrained(str(run.final))
-            tracker.log_metrics({"time/eval_seconds": traced.tracer.eval_seconds}, step=trainer.state.global_step)
+            tracker.log_metrics({"time/eval_seconds": traced.callback.eval_seconds}, step=trainer.state.global_step)
             finish_run_dir(run, trainer.state.log_history)  # checkpoints only serve resuming; final model and evaluations stay
     return run
 
@@ -241,3 +273,19 @@ def train_traced(
 def log_callbacks(tracker: Tracker | None) -> Callable[[str], list[Any]]:
     """``prefix -> [TrainLogCallback]`` mirroring an extra training phase to ``tracker`` (none if untracked)."""
     return lambda prefix: [TrainLogCallback(tracker, prefix)] if tracker is not None else []
+
+
+def trace_start_model(params: Params, model_path: Path, out: Path, data_dir: Path = DATA, tracked: bool = True) -> RunDir:
+    """Score ``model_path`` once, as step 0 of every route, into the run folder ``out`` (``runs/base``): every
+    SFT run (each corpus, each seed) then adopts it as its own step 0 instead of scoring the same weights
+    again (:meth:`TracedRun.adopt_start`). Logged as the MLflow run ``base`` when ``tracked``."""
+    run = RunDir(out)
+    run.reset()
+    tokenizer = load_tokenizer(model_path, params.model.trust_remote_code)
+    tracker = Tracker(params.tracking, run.path) if tracked else None
+    traced = make_traced_run(params.eval, params.probe_seed, params.seed, tracker, run, tokenizer, 1, data_dir, params.model)
+    model = load_model(model_path, params.model.dtype, params.model.device, params.model.trust_remote_code)
+    with tracker.run("base", run_tags("base", model=params.model.name), flat_params(params)) if tracker else contextlib.nullcontext():
+        for tracer in traced.tracers:
+            tracer.evaluate(model, 0, phase=True)
+    return run

@@ -13,7 +13,7 @@ from typing import Any
 from valuedrift.config.schema.params import Params
 from valuedrift.core.errors import ConfigError
 from valuedrift.core.io import read_records
-from valuedrift.core.paths import DATA, corpus_file
+from valuedrift.core.paths import BASE_EVAL, DATA, corpus_file
 from valuedrift.train.scaffold import RunPlan, TracedRun, flat_params, run_inputs, train_traced
 
 
@@ -35,12 +35,14 @@ def run_sft(
     corpus: str | None = None,
     callbacks: list[Any] | None = None,
     data_dir: Path = DATA,
+    start_eval: Path | None = BASE_EVAL,
 ) -> Path:
     """Train, trace and save on ``corpus`` (default: ``po.start_from``) with seed ``params.seed``; returns
     the run folder (``out_root/<corpus>``, or ``out_root/<corpus>/seeds/<seed>`` for a further seed).
 
     ``callbacks`` are extra ``TrainerCallback`` objects (e.g. an Optuna pruning hook); ``data_dir`` holds
-    the probe bank the stances are traced on.
+    the probe bank the stances are traced on; ``start_eval`` is the start model's evaluation (``trace_base``),
+    adopted as step 0 where its settings and probes match (else step 0 is scored here).
     """
     corpus = corpus or params.po.start_from
     if corpus not in params.prepare_data.corpora:
@@ -62,5 +64,6 @@ def run_sft(
         inputs=run_inputs(params, "sft"),
         build_trainer=build, tags={"corpus": corpus}, mlflow_params=flat_params(params, "sft"),
         frame=corpus_frame(rows), input_name=f"sft/{corpus}",
+        before_train=(lambda traced: traced.adopt_start(start_eval)) if start_eval is not None else None,
     )
     return train_traced(params, plan, out_root, callbacks, data_dir).path

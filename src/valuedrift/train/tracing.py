@@ -48,6 +48,7 @@ class StanceTracer:
         n_boot: int = 1000,
         ci: float = 0.95,
         seed: int = 0,
+        route: str = "",
     ):
         trace_ids = {p.id for p in trace_probes}
         self.scorer = scorer
@@ -59,6 +60,9 @@ class StanceTracer:
         self.run = RunDir(run_dir)
         self.tracker = tracker
         self.n_boot, self.ci, self.seed = n_boot, ci, seed
+        # "" = the run's main (likelihood) route; a name (e.g. "judged") prefixes its MLflow metrics and
+        # artifacts, and its run folder is <run>/<name>
+        self.route = route
         self.trajectory = self.run.trajectory()
         self.eval_seconds = 0.0
         # called with each new checkpoint record after it is on disk and in MLflow (e.g. Optuna's
@@ -141,12 +145,19 @@ class StanceTracer:
         metrics.update(record.get("metrics", {}))
         return metrics
 
+    def _prefixed(self, metrics: dict[str, float]) -> dict[str, float]:
+        return {f"{self.route}/{k}": v for k, v in metrics.items()} if self.route else metrics
+
+    def _artifact_dir(self, sub: str | None = None) -> str | None:
+        parts = [p for p in (self.route, sub) if p]
+        return "/".join(parts) or None
+
     def _mirror(self, record: dict[str, Any], table_path: Path) -> None:
         if self.tracker is None:
             return
-        self.tracker.log_metrics(self.record_metrics(record), step=record["step"])
-        self.tracker.log_artifact(table_path, EVALS_DIR)
-        self.tracker.log_artifact(self.run.trajectory_file)
+        self.tracker.log_metrics(self._prefixed(self.record_metrics(record)), step=record["step"])
+        self.tracker.log_artifact(table_path, self._artifact_dir(EVALS_DIR))
+        self.tracker.log_artifact(self.run.trajectory_file, self._artifact_dir())
 
     def sync_mlflow(self) -> int:
         """Re-send what is on disk but not in MLflow (after a crash, e.g. between the disk write and the
@@ -154,8 +165,8 @@ class StanceTracer:
         Returns how many metric values were sent."""
         if self.tracker is None or not self.trajectory["checkpoints"]:
             return 0
-        sent = self.tracker.sync_metrics({c["step"]: self.record_metrics(c) for c in self.trajectory["checkpoints"]})
-        self.tracker.sync_artifacts(self.run.eval_tables(), EVALS_DIR)
+        sent = self.tracker.sync_metrics({c["step"]: self._prefixed(self.record_metrics(c)) for c in self.trajectory["checkpoints"]})
+        self.tracker.sync_artifacts(self.run.eval_tables(), self._artifact_dir(EVALS_DIR))
         return sent
 
 
@@ -189,26 +200,39 @@ class TrainLogCallback(TrainerCallback):
 
 
 class StanceTraceCallback(TrainerCallback):
-    """Evaluate stances at step 0, every ``every`` steps, and at the end; log the training loss too."""
+    """Evaluate stances at step 0, every ``every`` steps, and at the end; log the training loss too.
 
-    def __init__(self, tracer: StanceTracer, every: int, tracker: Tracker | None):
+    ``tracer`` is the run's main (likelihood) route; each of ``also`` (e.g. the judged route) is evaluated at
+    the same checkpoints, right after it."""
+
+    def __init__(self, tracer: StanceTracer, every: int, tracker: Tracker | None, also: list[StanceTracer] | None = None):
         self.tracer, self.every, self.tracker = tracer, every, tracker
+        self.tracers = [tracer, *(also or [])]
         self.train_logs = TrainLogCallback(tracker, "train/")
         self.train_seconds_start = time.perf_counter()
 
+    @property
+    def eval_seconds(self) -> float:
+        return sum(t.eval_seconds for t in self.tracers)
+
+    def _evaluate(self, model: Any, step: int, phase: bool) -> None:
+        for t in self.tracers:
+            t.evaluate(model, step, phase=phase)
+
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if state.is_world_process_zero:
-            self.tracer.sync_mlflow()
+            for t in self.tracers:
+                t.sync_mlflow()
             if state.global_step == 0:
-                self.tracer.evaluate(model, 0, phase=True)
+                self._evaluate(model, 0, phase=True)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if state.is_world_process_zero and state.global_step % self.every == 0 and state.global_step < state.max_steps:
-            self.tracer.evaluate(model, state.global_step, phase=False)
+            self._evaluate(model, state.global_step, phase=False)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.train_logs.on_log(args, state, control, logs=logs, **kwargs)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if state.is_world_process_zero:
-            self.tracer.evaluate(model, state.global_step, phase=True)
+            self._evaluate(model, state.global_step, phase=True)

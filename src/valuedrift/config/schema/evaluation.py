@@ -99,7 +99,9 @@ class EvalConfig:
     ``seeds`` shares, so seeds differ by training noise only and are compared on the same probes.
     Paper route: ``paper`` (sampling + judge), with the judges defined in ``judges``. ``quick``: the same
     route made cheap enough to trace with (fewer, shorter answers and a fast judge, docs/definitions.md
-    "Quick judged route"); the ``instrument`` stage runs it at the phase ends of every run. ``route`` is the
+    "Quick judged route"); with ``trace_judged`` every sft/po run traces it at every checkpoint too (in
+    ``<run>/judged/``), beside the likelihood route, and the ``instrument`` stage reads those phase ends
+    instead of sampling them again. ``route`` is the
     default route of ``valuedrift eval``. ``reference_profiles`` is a folder of reference stance profiles
     (JSON) for the alignment metrics.
     """
@@ -119,6 +121,7 @@ class EvalConfig:
     paper: PaperRouteConfig = field(default_factory=PaperRouteConfig)
     quick: PaperRouteConfig = field(default_factory=lambda: PaperRouteConfig(
         k=3, max_new_tokens=24, batch_size=48, probes_per_topic=4, judge="classifier"))
+    trace_judged: bool = False
     judges: dict[str, JudgeConfig] = field(default_factory=lambda: {
         "smollm2": JudgeConfig(), "classifier": JudgeConfig(kind="classifier", model="models/judge")})
     reference_profiles: str = "data/reference_profiles"

@@ -29,6 +29,9 @@ TRACE_EVAL: tuple[str, ...] = (
     "eval.bootstrap",
     "eval.ci",
     "eval.capability_rows",
+    "eval.trace_judged",  # the quick judged route beside it (train/scaffold.py: judged_tracer)
+    "eval.quick",
+    "eval.judges",
 )
 # what a stage that samples answers on chosen probes and bootstraps their stances reads of ``eval``
 # (judge_eval's route agreement, instrument's quick judged route)
@@ -67,6 +70,7 @@ class Stage:
 STAGES: dict[str, Stage] = {
     "prepare_model": Stage("valuedrift.stages.prepare_model", ("model.name", "model.revision")),
     "prepare_data": Stage("valuedrift.stages.prepare_data", ("seed", "eval.capability_rows", "prepare_data.corpora")),
+    "trace_base": Stage("valuedrift.stages.trace_base", ("seed", "model", "tracking", *TRACE_EVAL)),
     "sft": Stage(
         "valuedrift.stages.sft",
         ("seed", "seeds", "model", "tracking", *TRACE_EVAL, *(f"sft.{k}" for k in TRAIN_KEYS)),
