@@ -40,7 +40,8 @@ data: env
 	$(BIN)/dvc pull -q data.dvc
 
 run: data
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	@start=$$(date +%s); PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro && \
+	  t=$$(( $$(date +%s) - start )); echo "make run: dvc repro finished in $$((t / 60)) min $$((t % 60)) s"
 
 sweep: data   # the Optuna study (sweeps/dvc.yaml), after `make run`
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro sweeps/dvc.yaml

@@ -34,6 +34,7 @@ def repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     shutil.copytree(ROOT / "data", d / "data")
     p = tiny_params_dict()
     p["po"]["algorithms"] = ["dpo"]
+    p["po"]["preference_sets"] = ["value_gap"]  # one preference run keeps the suite's budget
     p["eval"]["trace_judged"] = True  # the judged route traced in every run (train_judge runs first)
     (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}"}

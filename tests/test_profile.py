@@ -28,3 +28,11 @@ def test_overrides_to_dvc_args_and_errors():
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     with pytest.raises(ConfigError, match="po.max_steps"):
         parse_params(apply_overrides(base, {"po.max_steps": 0}))
+
+
+def test_gemma_base_profile_is_valid_and_starts_from_the_bundled_base_model():
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    prof = yaml.safe_load((ROOT / "profiles" / "gemma_base.yaml").read_text())
+    p = parse_params(apply_overrides(base, prof))
+    assert p.model.name == "gemma3-270m"
+    assert dvc_set_args(prof) == ["-S", "model.name=\"gemma3-270m\""]

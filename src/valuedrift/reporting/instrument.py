@@ -139,8 +139,9 @@ def phase_end_checkpoints(runs: Path, base_model: Path, start_from: str) -> dict
     return out
 
 
-def likelihood_ends(run_path: Path, probe_ids: set[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The likelihood route's per-probe rows at a run's first and last traced checkpoint, on ``probe_ids``."""
+def route_ends(run_path: Path, probe_ids: set[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A run folder's per-probe rows (the likelihood route; ``<run>/judged`` the judged route) at its first and
+    last traced checkpoint, on ``probe_ids``."""
     from valuedrift.core.rundir import RunDir
 
     tables = RunDir(run_path).eval_tables()
@@ -254,8 +255,10 @@ def markdown_section(je: dict[str, Any] | None, rv_report: dict[str, Any] | None
         lines += ["### Quick judged route at the phase ends", "",
                   "Drift of every run from its start to its final checkpoint, on the trace probes, judged route "
                   "(`eval.quick`) next to the likelihood route on the same probes; one training seed, 95% CIs over probes "
-                  "(paired). Seconds per checkpoint, model loading included: "
-                  + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()) + ".", "", *phase_end_lines(drift), ""]
+                  "(paired). "
+                  + ("Seconds per checkpoint, model loading included: " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()) + "."
+                     if secs else "Read from the runs' own judged traces (`eval.trace_judged`), not sampled again."),
+                  "", *phase_end_lines(drift), ""]
     if fidelity:
         lines += [*fidelity_lines(fidelity), ""]
     lines += [f"![{f}]({f})" for f in figures]

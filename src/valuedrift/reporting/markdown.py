@@ -72,6 +72,10 @@ def render(
         f"probes (dev = training topics, test = held-out topics); every checkpoint scores "
         f"{ev.trace_probes_per_topic} probes per topic. CIs: {ev.ci:.0%}, {ev.bootstrap} "
         "bootstrap resamples over probes (one seed) or a t-interval across seeds.",
+        *([f"- Judged route (quick, traced at every checkpoint): {ev.quick.k} sampled answers of ≤ {ev.quick.max_new_tokens} "
+           f"tokens (temperature {ev.quick.temperature:g}) per probe on {ev.quick.probes_per_topic} probes per topic, labelled "
+           f"by the `{ev.quick.judge}` judge; q(p) = mean of the judge's stance probabilities over the answers."]
+          if judged is not None else []),
         f"- SFT: corpora {', '.join(sft.corpora)}, {sft.max_steps} steps, lr {sft.learning_rate:g}, "
         f"batch {sft.batch_size}×{sft.grad_accum}, evaluation every {sft.eval_every} steps.",
         f"- Preference optimisation from `{po.start_from}`: {', '.join(po.algorithms)} × "

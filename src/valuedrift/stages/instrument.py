@@ -67,7 +67,7 @@ def stored_judged_ends(params: Any, runs: Path, phases: list[str], probe_ids: se
         phase_steps = [c for c in run.checkpoint_records() if c["phase"]]
         if run.trajectory().get("scorer") != expected or len(phase_steps) < 2:
             return None
-        ends = inst.likelihood_ends(run.path, probe_ids)
+        ends = inst.route_ends(run.path, probe_ids)
         if any(set(t.probe_id) != probe_ids for t in ends):
             return None
         out[phase] = ends
@@ -128,7 +128,7 @@ def quick_phase_ends(params: Any, data: Path, runs: Path, base_model: Path, judg
     for phase in ends:
         j0, j1 = (t[["probe_id", "topic", "split", *STANCES]] for t in judged_ends[phase])
         rows += inst.phase_drift_rows(phase, f"judged ({q.judge})", j0, j1, ev.bootstrap, ev.ci, params.seed)
-        rows += inst.phase_drift_rows(phase, "likelihood", *inst.likelihood_ends(runs / phase, ids), ev.bootstrap, ev.ci, params.seed)
+        rows += inst.phase_drift_rows(phase, "likelihood", *inst.route_ends(runs / phase, ids), ev.bootstrap, ev.ci, params.seed)
     return pd.DataFrame(rows), per_sample, seconds
 
 

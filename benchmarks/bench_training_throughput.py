@@ -1,0 +1,118 @@
+"""Useful training tokens per second of SFT: right-padded batches (TRL's default collator) against
+padding-free batches (``SFTConfig(padding_free=True)``: each batch is one flat sequence with per-example
+position ids; transformers 5 turns those into a block-diagonal causal mask for SDPA/eager attention, so no
+token attends across examples and no FLOP is spent on padding).
+
+Both modes train the bundled model (``models/base``) on the same corpus rows in the same order from the same
+weights, ``--steps`` optimiser steps each, in ``--rounds`` interleaved rounds whose order alternates (so a
+busy machine slows both alike); each round's ratio is taken and the median reported. Useful tokens = the
+non-padding tokens the model reads (the corpus rows' lengths after the chat template and truncation);
+the first step's loss of both modes is compared (padding-free must train on the same tokens: equal loss to
+1e-4).
+
+    .venv/bin/python benchmarks/bench_training_throughput.py --corpus processed/sft/neutral_heavy.jsonl \\
+        --out benchmarks/results/training_throughput.json
+
+DPO is not measured: TRL 1.16's ``DPOConfig.padding_free`` is switched off inside ``DPOTrainer`` ("temporarily
+unavailable after a refactor"), so there is nothing to compare without writing our own trainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+from valuedrift.core.io import read_records  # noqa: E402
+from valuedrift.models import load_model, load_tokenizer  # noqa: E402
+
+
+class StepClock(TrainerCallback):
+    """Wall time and loss of every optimiser step."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.losses: list[float] = []
+        self._t = 0.0
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self._t = time.perf_counter()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.times.append(time.perf_counter() - self._t)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+
+
+def run(mode: str, model_dir: Path, rows: list[dict], steps: int, batch: int, max_length: int) -> dict[str, Any]:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    tok = load_tokenizer(model_dir)
+    model = load_model(model_dir, "float32", "cpu")
+    ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows[: steps * batch]])
+    clock = StepClock()
+    with tempfile.TemporaryDirectory() as out:
+        cfg = SFTConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-4,
+                        lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+                        seed=0, data_seed=0, dataloader_num_workers=0, packing=False,
+                        # padding-free does not truncate (TRL): the rows must fit max_length, checked below
+                        max_length=None if mode == "padding_free" else max_length,
+                        padding_free=(mode == "padding_free"), gradient_checkpointing=False)
+        trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, callbacks=[clock])
+        lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
+        if max(lengths) > max_length:
+            raise SystemExit(f"a row has {max(lengths)} tokens > --max-length {max_length}: the modes would train on different tokens")
+        trainer.train()
+    timed = clock.times[1:]  # the first step warms up allocators and kernels
+    useful = sum(lengths[batch:])  # tokens of the timed steps (the data order is sequential: one epoch prefix)
+    return {"mode": mode, "s_per_step": statistics.median(timed), "seconds": sum(timed), "useful_tokens": useful,
+            "useful_tokens_per_s": useful / sum(timed), "first_loss": clock.losses[0] if clock.losses else None,
+            "padded_tokens_per_step": batch * statistics.mean(
+                max(lengths[i : i + batch]) for i in range(batch, len(lengths), batch))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="models/base")
+    ap.add_argument("--corpus", default="processed/sft/neutral_heavy.jsonl")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--out", default="benchmarks/results/training_throughput.json")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    rows = read_records(Path(a.corpus), lambda obj, path, line: obj)
+    results, ratios = [], []
+    for k in range(a.rounds):
+        order = ["padded", "padding_free"] if k % 2 == 0 else ["padding_free", "padded"]
+        got = {m: run(m, Path(a.model), rows, a.steps, a.batch_size, a.max_length) for m in order}
+        results += [{"round": k, **got[m]} for m in order]
+        ratios.append(got["padding_free"]["useful_tokens_per_s"] / got["padded"]["useful_tokens_per_s"])
+        print(f"round {k}: " + ", ".join(f"{m} {got[m]['useful_tokens_per_s']:.0f} useful tok/s (loss₁ {got[m]['first_loss']})" for m in order)
+              + f"; ratio {ratios[-1]:.2f}", flush=True)
+    out = {"meta": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "model": a.model, "corpus": a.corpus,
+                    "steps": a.steps, "batch_size": a.batch_size, "max_length": a.max_length, "threads": 2,
+                    "cpu": platform.processor() or platform.machine(), "load_average_at_end": list(os.getloadavg())},
+           "ratio_padding_free_over_padded": {"median": statistics.median(ratios), "rounds": ratios}, "results": results}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"padding-free / padded useful tokens per second: median {statistics.median(ratios):.2f} over {len(ratios)} rounds -> {a.out}")
+
+
+if __name__ == "__main__":
+    main()
