@@ -51,27 +51,20 @@ def load_predictions(path: Path) -> pd.DataFrame | None:
     return df[df["set"].str.startswith("generations")].drop_duplicates(["judge", "item"]).rename(columns={"item": "uid"})
 
 
-def stored_judged_ends(params: Any, runs: Path, phases: list[str], probe_ids: set[int]) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]] | None:
-    """Each phase's judged route at its first and last checkpoint as the run traced it (``<run>/judged``,
-    ``eval.trace_judged``), when every phase has it with the ``eval.quick`` settings on ``probe_ids``; else
-    None (the phase ends are then sampled here)."""
+def stored_judged_ends(params: Any, run_path: Path, probe_ids: set[int]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """A run's judged route at its first and last checkpoint as the run traced it (``<run>/judged``,
+    ``eval.trace_judged``), when it has both with the ``eval.quick`` settings on ``probe_ids``; else None."""
     from valuedrift.core.rundir import JUDGED_DIR, RunDir
     from valuedrift.stance.paper_route import JudgedTraceScorer, PaperRouteScorer
 
     ev = params.eval
     expected = JudgedTraceScorer(PaperRouteScorer(None, None, ev.quick, params.probe_seed, ev.prompt_format, ev.system_prompt),
                                  ev.quick.judge).signature()
-    out = {}
-    for phase in phases:
-        run = RunDir(runs / phase / JUDGED_DIR)
-        phase_steps = [c for c in run.checkpoint_records() if c["phase"]]
-        if run.trajectory().get("scorer") != expected or len(phase_steps) < 2:
-            return None
-        ends = inst.route_ends(run.path, probe_ids)
-        if any(set(t.probe_id) != probe_ids for t in ends):
-            return None
-        out[phase] = ends
-    return out
+    run = RunDir(run_path / JUDGED_DIR)
+    if run.trajectory().get("scorer") != expected or len([c for c in run.checkpoint_records() if c["phase"]]) < 2:
+        return None
+    ends = inst.route_ends(run.path, probe_ids)
+    return ends if all(set(t.probe_id) == probe_ids for t in ends) else None
 
 
 def explode_samples(table: pd.DataFrame, checkpoint: str) -> list[dict[str, Any]]:
@@ -82,9 +75,9 @@ def explode_samples(table: pd.DataFrame, checkpoint: str) -> list[dict[str, Any]
 
 def quick_phase_ends(params: Any, data: Path, runs: Path, base_model: Path, judge: Any) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """The judged route (``eval.quick``) at every phase-end checkpoint, and per-run judged and likelihood
-    drift on the same probes: read from the runs' own judged traces when they have them
+    drift on the same probes: read from a run's own judged trace where it has one
     (:func:`stored_judged_ends`), otherwise sampled here once per checkpoint and labelled with ``judge``.
-    Returns (drift rows, per-sample rows, seconds per sampled checkpoint; empty when read)."""
+    Returns (drift rows, per-sample rows, seconds per sampled checkpoint)."""
     from valuedrift.stance.paper_route import judge_samples
     from valuedrift.stance.sampling import generate_samples
 
@@ -94,42 +87,43 @@ def quick_phase_ends(params: Any, data: Path, runs: Path, base_model: Path, judg
         raise ConfigError("--runs", f"{runs}: no finished run (run the sft and po stages first)")
     probes = select_probes(load_probe_bank(data), q.probes_per_topic, ev.splits, params.probe_seed)
     ids = {p.id for p in probes}
-    judged_ends = stored_judged_ends(params, runs, list(ends), ids)
-    samples, seconds = [], {}
-    if judged_ends is None:
-        checkpoints: dict[str, Path] = {}
-        for phase, (start, final, start_name) in ends.items():
-            checkpoints.setdefault(start_name, start)
-            checkpoints[phase] = final
-        for name, path in checkpoints.items():
-            t0 = time.perf_counter()
-            tokenizer, model = load_policy(params.model, str(path))
-            drawn = generate_samples(model, tokenizer, probes, k=q.k, temperature=q.temperature, top_p=q.top_p,
-                                     max_new_tokens=q.max_new_tokens, batch_size=q.batch_size, seed=params.probe_seed,
-                                     prompt_format=ev.prompt_format, system_prompt=ev.system_prompt, progress=True)
-            del model
-            samples += [{"checkpoint": name, **r} for r in judge_samples(judge, probes, drawn)]
-            seconds[name] = round(time.perf_counter() - t0, 1)
-            log.info("quick judged route on %s: %.1f s for %d probes × %d answers", name, seconds[name], len(probes), q.k)
-        per_sample = pd.DataFrame(samples)
-        per_probe = per_sample.groupby(["checkpoint", "probe_id", "topic", "split"], sort=True)[list(STANCES)].mean().reset_index()
-        judged_ends = {phase: tuple(per_probe[per_probe.checkpoint == c].drop(columns="checkpoint") for c in (start_name, phase))
-                       for phase, (_, _, start_name) in ends.items()}
-    else:
-        log.info("quick judged route: read from the runs' judged traces (%d phases)", len(judged_ends))
-        seen: set[str] = set()
-        for phase, (_, _, start_name) in ends.items():
-            for name, table in ((start_name, judged_ends[phase][0]), (phase, judged_ends[phase][1])):
-                if name not in seen:
-                    seen.add(name)
+    tables: dict[str, pd.DataFrame] = {}  # checkpoint name -> judged per-probe table
+    pairs: dict[str, tuple[str, str]] = {}  # phase -> (start checkpoint name, end checkpoint name)
+    samples: list[dict[str, Any]] = []
+    to_sample: dict[str, Path] = {}
+    for phase, (start, final, start_name) in ends.items():
+        pairs[phase] = (start_name, phase)
+        stored = stored_judged_ends(params, runs / phase, ids)
+        if stored is not None:
+            for name, table in zip(pairs[phase], stored, strict=True):
+                if name not in tables:
+                    tables[name] = table
                     samples += explode_samples(table, name)
-        per_sample = pd.DataFrame(samples)
-    rows: list[dict[str, Any]] = []
-    for phase in ends:
-        j0, j1 = (t[["probe_id", "topic", "split", *STANCES]] for t in judged_ends[phase])
-        rows += inst.phase_drift_rows(phase, f"judged ({q.judge})", j0, j1, ev.bootstrap, ev.ci, params.seed)
-        rows += inst.phase_drift_rows(phase, "likelihood", *inst.route_ends(runs / phase, ids), ev.bootstrap, ev.ci, params.seed)
-    return pd.DataFrame(rows), per_sample, seconds
+        else:
+            to_sample.setdefault(start_name, start)
+            to_sample[phase] = final
+    seconds = {}
+    for name, path in to_sample.items():
+        if name in tables:
+            continue
+        t0 = time.perf_counter()
+        tokenizer, model = load_policy(params.model, str(path))
+        drawn = generate_samples(model, tokenizer, probes, k=q.k, temperature=q.temperature, top_p=q.top_p,
+                                 max_new_tokens=q.max_new_tokens, batch_size=q.batch_size, seed=params.probe_seed,
+                                 prompt_format=ev.prompt_format, system_prompt=ev.system_prompt, progress=True)
+        del model
+        rows = [{"checkpoint": name, **r} for r in judge_samples(judge, probes, drawn)]
+        samples += rows
+        tables[name] = pd.DataFrame(rows).groupby(["probe_id", "topic", "split"], sort=True)[list(STANCES)].mean().reset_index()
+        seconds[name] = round(time.perf_counter() - t0, 1)
+        log.info("quick judged route on %s: %.1f s for %d probes × %d answers", name, seconds[name], len(probes), q.k)
+    log.info("quick judged route: %d checkpoints read from the runs' judged traces, %d sampled", len(tables) - len(seconds), len(seconds))
+    rows_out: list[dict[str, Any]] = []
+    for phase, (a, b) in pairs.items():
+        j0, j1 = (tables[n].sort_values("probe_id").reset_index(drop=True)[["probe_id", "topic", "split", *STANCES]] for n in (a, b))
+        rows_out += inst.phase_drift_rows(phase, f"judged ({q.judge})", j0, j1, ev.bootstrap, ev.ci, params.seed)
+        rows_out += inst.phase_drift_rows(phase, "likelihood", *inst.route_ends(runs / phase, ids), ev.bootstrap, ev.ci, params.seed)
+    return pd.DataFrame(rows_out), pd.DataFrame(samples), seconds
 
 
 def prefix_fidelity(params: Any, folder: Path, base_model: Path, judge: Any) -> dict[str, Any]:
