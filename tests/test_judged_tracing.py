@@ -118,9 +118,12 @@ def test_design_targets_say_met_and_missed():
     infos = [PhaseInfo("sft/nh", "sft", "nh"), PhaseInfo("sft/sh", "sft", "sh"),
              PhaseInfo("po/dpo-vg", "po", "dpo-vg", "dpo", "vg", "reverse", "oppose", 1.0),
              PhaseInfo("po/dpo-so", "po", "dpo-so", "dpo", "so", "style", "neutral", 0.0)]
-    contrasts = pd.DataFrame([{"a": "nh", "b": "sh", "split": ALL, "topic": ALL, "stance": s, "difference": d, "ci_lo": d - 0.05,
-                               "ci_hi": d + 0.05} for s, d in (("support", 0.25), ("neutral", -0.02), ("oppose", -0.1))])
-    got = {t.target: t.met for t in design_targets(summary, infos, {"nh": "neutral", "sh": "support"}, contrasts)}
+    contrasts = pd.DataFrame([{"a": "nh", "b": "sh", "split": ALL, "topic": topic, "stance": s, "difference": d, "ci_lo": d - 0.05,
+                               "ci_hi": d + 0.05} for s, d in (("support", 0.25), ("neutral", -0.02), ("oppose", -0.1))
+                              for topic in (ALL, "abortion")])  # per-topic rows are not targets
+    targets = design_targets(summary, infos, {"nh": "neutral", "sh": "support"}, contrasts)
+    got = {t.target: t.met for t in targets}
+    assert len(got) == len(targets)  # one row per target
     assert got["SFT on nh raises its majority stance (neutral), CI above 0"] is False
     assert got["SFT on sh raises its majority stance (support), CI above 0"] is True
     assert got["final profiles of SFT on nh and sh differ on support (CI excludes 0)"] is True

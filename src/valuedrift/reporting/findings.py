@@ -263,7 +263,7 @@ def design_targets(summary: pd.DataFrame, infos: list[PhaseInfo], majority: dict
         out.append(Target(f"SFT on {i.name} raises its majority stance ({maj}), CI above 0",
                           "–" if c is None else f"{maj} {fmt_ci(*c)}", None if c is None else c[1] > 0))
     if contrasts is not None and not contrasts.empty and len(sft) >= 2:
-        for r in contrasts[(contrasts.split == ALL)].itertuples(index=False):
+        for r in contrasts[(contrasts.split == ALL) & (contrasts.topic == ALL)].itertuples(index=False):
             stances = {majority.get(r.a), majority.get(r.b)}
             if r.stance not in stances:
                 continue
