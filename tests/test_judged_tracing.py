@@ -130,5 +130,5 @@ def test_design_targets_say_met_and_missed():
     assert got["final profiles of SFT on nh and sh differ on neutral (CI excludes 0)"] is False
     assert got["DPO on vg moves oppose by ≥ 0.10 on dev topics, CI excluding 0"] is True
     assert got["DPO on vg moves oppose by ≥ 0.10 on test topics, CI excluding 0"] is False
-    assert got["dpo: style-only largest |drift| < its value-gap drift toward the target"] is True
+    assert got["dpo: style-only largest absolute drift < its value-gap drift toward the target"] is True
     assert got["SFT on sh: drift time resolved (largest drift, support)"] is True

@@ -290,7 +290,7 @@ def design_targets(summary: pd.DataFrame, infos: list[PhaseInfo], majority: dict
             continue
         s, m = largest_drift(summary, si.phase)
         toward = max(_cell(summary, g.phase, ALL, g.target)[0] for g in gaps)  # type: ignore[index]
-        out.append(Target(f"{algo}: style-only largest |drift| < its value-gap drift toward the target",
+        out.append(Target(f"{algo}: style-only largest absolute drift < its value-gap drift toward the target",
                           f"style-only {abs(m):.3f} ({s}) vs value-gap {toward:+.3f}", abs(m) < toward))
     return out
 
