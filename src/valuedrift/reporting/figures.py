@@ -71,7 +71,7 @@ def bars_frame(summary: pd.DataFrame, infos: list[PhaseInfo]) -> pd.DataFrame:
     return pd.DataFrame(recs)
 
 
-def plot_bars(bars: pd.DataFrame, path: Path) -> None:
+def plot_bars(bars: pd.DataFrame, path: Path, route: str = "likelihood route") -> None:
     plt = pyplot()
     runs = list(dict.fromkeys(bars.run))
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(runs)), 4))
@@ -86,7 +86,7 @@ def plot_bars(bars: pd.DataFrame, path: Path) -> None:
     ax.set_xticklabels([r.replace(" (", "\n(") for r in runs], fontsize=7)
     ax.set_ylabel("drift magnitude M_s (all probes)")
     seeds = int(bars.seeds.max()) if not bars.empty else 0
-    ax.set_title(f"Drift magnitude per run, 95% CI ({seeds} seed{'s' if seeds != 1 else ''})")
+    ax.set_title(f"Drift magnitude per run, {route}, 95% CI ({seeds} seed{'s' if seeds != 1 else ''})")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -71,11 +71,18 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     infos = [phase_info(p, Path(a.processed), params.po.algorithms) for p in sorted(summary.phase.unique())]
     figures = []
-    bars = bars_frame(summary, infos)
+    judged_dir = Path(a.metrics) / JUDGED_DIR
+    judged = pd.read_csv(judged_dir / "drift_summary.csv") if (judged_dir / "drift_summary.csv").is_file() else None
+    contrasts = read_optional_csv((judged_dir if judged is not None else Path(a.metrics)) / "sft_contrasts.csv")
+    # the bars show the route the verdicts use: the judged route where the runs traced it
+    bars = bars_frame(judged if judged is not None else summary, infos)
     Path(a.plots).mkdir(parents=True, exist_ok=True)
     bars.to_csv(Path(a.plots) / "drift_bars.csv", index=False)
-    plot_bars(bars, out / "drift_bars.png")
+    plot_bars(bars, out / "drift_bars.png", "judged route" if judged is not None else "likelihood route")
     figures.append("drift_bars.png")
+    if judged is not None and (Path(a.plots) / JUDGED_DIR / "trajectories.png").is_file():
+        shutil.copyfile(Path(a.plots) / JUDGED_DIR / "trajectories.png", out / "trajectories_judged.png")
+        figures.insert(0, "trajectories_judged.png")
     runs = discover_runs(Path(a.runs), params.seeds[0])
     for info in infos:
         df = topic_frames([r for r in runs if r.phase == info.phase])
@@ -83,19 +90,12 @@ def main(argv: list[str] | None = None) -> None:
             continue
         name = f"topics_{info.phase.replace('/', '__')}.png"
         n_seeds = len({r.seed for r in runs if r.phase == info.phase})
-        plot_topics(df, f"{info.label}: stance per topic vs step (trace probes, 95% CI, {n_seeds} seed(s))", out / name)
+        plot_topics(df, f"{info.label}: stance per topic vs step (likelihood route, trace probes, 95% CI, {n_seeds} seed(s))", out / name)
         figures.append(name)
     cap = capability_frame(runs)
     if not cap.empty:
         plot_capability(cap, out / "capability.png")
         figures.append("capability.png")
-    judged_dir = Path(a.metrics) / JUDGED_DIR
-    judged = pd.read_csv(judged_dir / "drift_summary.csv") if (judged_dir / "drift_summary.csv").is_file() else None
-    contrast_file = (judged_dir if judged is not None else Path(a.metrics)) / "sft_contrasts.csv"
-    contrasts = read_optional_csv(contrast_file)
-    if judged is not None and (Path(a.plots) / JUDGED_DIR / "trajectories.png").is_file():
-        shutil.copyfile(Path(a.plots) / JUDGED_DIR / "trajectories.png", out / "trajectories_judged.png")
-        figures.insert(0, "trajectories_judged.png")
     tags = provenance_tags()
     text = render(summary, infos, cap, figures, tags, corpora=params.prepare_data.corpora,
                   model=params.model, ev=params.eval, sft=params.sft, po=params.po, judged=judged, contrasts=contrasts)
