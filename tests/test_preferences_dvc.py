@@ -22,7 +22,7 @@ from valuedrift.stages import preferences as stage
 from .conftest import ROOT
 
 DVC = [sys.executable, "-m", "dvc"]
-UPSTREAM = ("prepare_model", "prepare_data", "sft@neutral_heavy", "sft@support_heavy")
+UPSTREAM = ("prepare_model", "prepare_data", "train_judge", "trace_base", "sft@neutral_heavy", "sft@support_heavy")
 
 
 def dvc(repo: Path, *args: str) -> str:
@@ -63,6 +63,8 @@ def test_changing_g_flags_only_the_set_and_what_reads_it(tmp_path):
     repo = make_repo(tmp_path)
     # stand-ins for the outputs of the expensive stages
     write(repo / "models/base/config.json", "{}")
+    write(repo / "models/judge/config.json", "{}")
+    write(repo / "runs/base/trajectory.json", "{}")
     for corpus in ("neutral_heavy", "support_heavy"):
         write(repo / f"processed/sft/{corpus}.jsonl", "{}\n")
         write(repo / f"runs/sft/{corpus}/final/config.json", "{}")
