@@ -32,17 +32,23 @@ def save(fig: Any, path: Path, dpi: int = 110) -> Path:
     return path
 
 
+def panel_grid(plt: Any, n: int, width: float, height: float, cols: int = 4, **kw: Any) -> tuple[Any, list[Any]]:
+    """A figure of ``n`` panels, ``cols`` per row (unused cells hidden): (figure, panels in reading order)."""
+    n = max(n, 1)
+    cols = min(n, cols)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, **kw)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
 def plot_trajectories(frames: dict[str, pd.DataFrame], path: Path, title: str = "likelihood route") -> None:
     """Per phase: the trace vectors of topic "all" vs step (dev solid, test dashed) with their CIs, four
     phases per row."""
     plt = pyplot()
-    n = max(len(frames), 1)
-    cols = min(n, 4)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
-    flat = [ax for row in axes for ax in row]
-    for ax in flat[n:]:
-        ax.set_visible(False)
+    fig, flat = panel_grid(plt, len(frames), 4.6, 3.4)
     for ax, (phase, df) in zip(flat, frames.items(), strict=False):
         for split, style in (("dev", "-"), ("test", "--")):
             for s in STANCES:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from valuedrift.core.vocab import STANCES
-from valuedrift.reporting.figures import COLORS, pyplot, save
+from valuedrift.reporting.figures import COLORS, panel_grid, pyplot, save
 
 
 def plot_route_changes(changes: pd.DataFrame, path: Path, readout: str = "hand", tau: str = "tau_1") -> Path:
@@ -46,9 +46,9 @@ def plot_phase_ends(drift: pd.DataFrame, path: Path) -> Path:
     d = drift[drift.split == "all"]
     runs = sorted(d.run.unique(), key=lambda r: (not r.startswith("sft/"), r))  # SFT first: the order of training
     routes = sorted(d.route.unique(), key=lambda r: r != "likelihood")
-    fig, axes = plt.subplots(1, max(len(runs), 1), figsize=(3.6 * max(len(runs), 1), 3.6), squeeze=False, sharey=True)
+    fig, panels = panel_grid(plt, len(runs), 3.6, 3.4, sharey=True)
     width = 0.8 / max(len(routes), 1)
-    for ax, run in zip(axes[0], runs, strict=False):
+    for ax, run in zip(panels, runs, strict=False):
         for i, route in enumerate(routes):
             g = d[(d.run == run) & (d.route == route)].set_index("stance").reindex(list(STANCES))
             xs = [j + (i - (len(routes) - 1) / 2) * width for j in range(len(STANCES))]
@@ -59,10 +59,11 @@ def plot_phase_ends(drift: pd.DataFrame, path: Path) -> Path:
         ax.set_xticks(range(len(STANCES)), list(STANCES))
         ax.set_title(run, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("drift (final − start), 95% CI")
+    for ax in panels[::4]:
+        ax.set_ylabel("drift (final − start), 95% CI")
     from matplotlib.patches import Patch
 
     handles = [Patch(facecolor="lightgray", edgecolor="black", hatch="//" if r == "likelihood" else None, label=r) for r in routes]
-    axes[0][0].legend(handles=handles, fontsize=7, loc="best")
+    panels[0].legend(handles=handles, fontsize=7, loc="best")
     fig.suptitle("Phase-end drift: quick judged route (solid) vs likelihood route (hatched), same probes")
     return save(fig, path)
