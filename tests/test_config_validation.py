@@ -65,6 +65,7 @@ CASES: list[tuple[str, str, Any, str, tuple[str, ...]]] = [
     ("unknown top-level key", "trainer", {"steps": 3}, "trainer", ("unknown key", "sft", "po")),
     ("unknown dtype", "model.dtype", "float64", "model.dtype", ("float32", "bfloat16", "float16")),
     ("unknown device", "model.device", "tpu", "model.device", ("auto", "cpu", "cuda")),
+    ("unknown chat template", "model.chat_template", "vicuna", "model.chat_template", ("chatml", "llama3", "gemma")),
     ("CI level 1.5", "eval.ci", 1.5, "eval.ci", ("(0.5, 1)",)),
     ("unknown split", "eval.splits", ["train"], "eval.splits[0]", ("dev", "test")),
     ("temperature 0", "eval.temperature", 0.0, "eval.temperature", ("> 0",)),

@@ -21,34 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from valuedrift.core.chat_templates import resolve_chat_template
+
 log = logging.getLogger(__name__)
 
 POINTER_FILE = "valuedrift_source.json"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
-# Named chat templates (Jinja, as tokenizers store them) for models that ship none, e.g. base models.
-# gemma: Gemma 3's own turn format; a system message is folded into the first user turn (Gemma has no
-# system role). The template renders a prompt as a prefix of prompt + completion, which TRL's
-# prompt/completion SFT needs, and every turn ends with <end_of_turn> (an end-of-answer token).
-CHAT_TEMPLATES: dict[str, str] = {
-    "gemma": (
-        "{{ bos_token }}"
-        "{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] + '\n\n' %}{% set msgs = messages[1:] %}"
-        "{% else %}{% set sys = '' %}{% set msgs = messages %}{% endif %}"
-        "{% for m in msgs %}"
-        "{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
-        "<start_of_turn>{{ role }}\n{{ (sys if loop.first else '') + m['content'] | trim }}<end_of_turn>\n"
-        "{% endfor %}"
-        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
-    ),
-}
-END_OF_TURN: dict[str, str] = {"gemma": "<end_of_turn>"}
-
-
 @dataclass(frozen=True)
 class BundledGGUF:
-    """A GGUF file inside an installed Python package; ``chat_template`` names a :data:`CHAT_TEMPLATES` entry
+    """A GGUF file inside an installed Python package; ``chat_template`` names a :data:`~valuedrift.core.chat_templates.CHAT_TEMPLATES` entry
     written into the exported tokenizer when the GGUF has none (a base model)."""
 
     package: str
@@ -93,8 +76,11 @@ def check_model_spec(name: str) -> str | None:
     return f"{name!r} is neither a bundled model ({', '.join(BUNDLED)}), an existing local folder, nor a hub id org/name"
 
 
-def export_bundled(name: str, out_dir: str | Path) -> Path:
+def export_bundled(name: str, out_dir: str | Path, chat_template: str | None = None) -> Path:
     """Convert a bundled GGUF to a plain safetensors Hugging Face folder.
+
+    ``chat_template`` (``model.chat_template``: a name of :data:`~valuedrift.core.chat_templates.CHAT_TEMPLATES` or a Jinja file) replaces
+    the tokenizer's template; without it a bundled base model gets its package's named template.
 
     transformers de-quantises GGUF to fp32 on load but refuses to ``save_pretrained`` such a model, so we
     rebuild a fresh model from the config (without ``quantization_config``), copy the state dict in
@@ -124,8 +110,9 @@ def export_bundled(name: str, out_dir: str | Path) -> Path:
         raise RuntimeError(f"GGUF export of {name}: missing {missing}, unexpected {result.unexpected_keys}")
     model.tie_weights()
     model.generation_config = gguf_model.generation_config
-    if src.chat_template and not getattr(tok, "chat_template", None):
-        add_chat_template(tok, model.generation_config, src.chat_template)
+    spec = chat_template or (src.chat_template if not getattr(tok, "chat_template", None) else None)
+    if spec:
+        add_chat_template(tok, model.generation_config, spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
@@ -133,12 +120,18 @@ def export_bundled(name: str, out_dir: str | Path) -> Path:
     return out_dir
 
 
-def add_chat_template(tokenizer: Any, generation_config: Any, name: str) -> None:
-    """Give ``tokenizer`` the named chat template, and make its end-of-turn token end generation too."""
-    tokenizer.chat_template = CHAT_TEMPLATES[name]
-    end = END_OF_TURN.get(name)
-    if end is None or generation_config is None:
-        return
+def add_chat_template(tokenizer: Any, generation_config: Any, spec: str) -> None:
+    """Give ``tokenizer`` the chat template ``spec`` (a name of :data:`~valuedrift.core.chat_templates.CHAT_TEMPLATES` or a Jinja file), and
+    make its end-of-turn token end generation too (when ``generation_config`` is given)."""
+    if getattr(tokenizer, "chat_template", None):
+        log.info("model.chat_template %r replaces the tokenizer's own chat template", spec)
+    tokenizer.chat_template, end = resolve_chat_template(spec)
+    if generation_config is not None and end is not None:
+        add_end_of_turn(tokenizer, generation_config, end)
+
+
+def add_end_of_turn(tokenizer: Any, generation_config: Any, end: str) -> None:
+    """Append the token ``end`` to ``generation_config.eos_token_id`` if the vocabulary has it."""
     end_id = tokenizer.convert_tokens_to_ids(end)
     eos = generation_config.eos_token_id
     eos = list(eos) if isinstance(eos, list) else ([] if eos is None else [eos])
@@ -146,22 +139,32 @@ def add_chat_template(tokenizer: Any, generation_config: Any, name: str) -> None
         generation_config.eos_token_id = [*eos, end_id]
 
 
-def write_pointer(name: str, revision: str | None, out_dir: str | Path) -> Path:
-    """Record a hub id or local path as the model source, without copying weights."""
+def write_pointer(name: str, revision: str | None, out_dir: str | Path, chat_template: str | None = None) -> Path:
+    """Record a hub id or local path as the model source, without copying weights; ``chat_template``
+    (``model.chat_template``) is stored resolved, so the pointer folder alone says how prompts render."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     src = str(Path(name).expanduser().resolve()) if Path(name).expanduser().exists() else name
-    (out_dir / POINTER_FILE).write_text(json.dumps({"source": src, "revision": revision}, indent=2) + "\n")
+    rec: dict[str, Any] = {"source": src, "revision": revision}
+    if chat_template:
+        rec["chat_template"], rec["end_of_turn"] = resolve_chat_template(chat_template)
+        rec["chat_template_name"] = chat_template
+    (out_dir / POINTER_FILE).write_text(json.dumps(rec, indent=2) + "\n")
     return out_dir
+
+
+def read_pointer(path_or_id: str | Path) -> dict[str, Any]:
+    """The pointer record of a pointer folder; ``{"source": path_or_id}`` for anything else."""
+    p = Path(path_or_id)
+    if (p / POINTER_FILE).exists():
+        return json.loads((p / POINTER_FILE).read_text())
+    return {"source": str(path_or_id), "revision": None}
 
 
 def resolve_source(path_or_id: str | Path) -> tuple[str, str | None]:
     """Follow a pointer folder to its (source, revision); other inputs are returned unchanged."""
-    p = Path(path_or_id)
-    if (p / POINTER_FILE).exists():
-        rec = json.loads((p / POINTER_FILE).read_text())
-        return rec["source"], rec.get("revision")
-    return str(path_or_id), None
+    rec = read_pointer(path_or_id)
+    return rec["source"], rec.get("revision")
 
 
 def pick_device(device: str) -> str:
@@ -179,8 +182,10 @@ def pick_device(device: str) -> str:
 def load_tokenizer(path_or_id: str | Path, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
-    source, revision = resolve_source(path_or_id)
-    tok = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    rec = read_pointer(path_or_id)
+    tok = AutoTokenizer.from_pretrained(rec["source"], revision=rec.get("revision"), trust_remote_code=trust_remote_code)
+    if rec.get("chat_template"):
+        tok.chat_template = rec["chat_template"]
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -193,8 +198,10 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM
 
-    source, revision = resolve_source(path_or_id)
+    rec = read_pointer(path_or_id)
     model = AutoModelForCausalLM.from_pretrained(
-        source, revision=revision, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+        rec["source"], revision=rec.get("revision"), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
     )
+    if rec.get("end_of_turn") and model.generation_config is not None:
+        add_end_of_turn(load_tokenizer(path_or_id, trust_remote_code), model.generation_config, rec["end_of_turn"])
     return model.to(pick_device(device))

@@ -28,9 +28,9 @@ def main(argv: list[str] | None = None) -> None:
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     if params.model.name in BUNDLED:
-        export_bundled(params.model.name, tmp)
+        export_bundled(params.model.name, tmp, params.model.chat_template)
     else:
-        write_pointer(params.model.name, params.model.revision, tmp)
+        write_pointer(params.model.name, params.model.revision, tmp, params.model.chat_template)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # only a complete export ever appears at models/base
     log.info("model %s ready at %s", params.model.name, out)

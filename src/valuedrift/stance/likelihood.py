@@ -19,14 +19,29 @@ from typing import Any
 
 import numpy as np
 
+from valuedrift.core.chat_templates import CHAT_TEMPLATES
+from valuedrift.core.errors import ConfigError
 from valuedrift.core.vocab import STANCES
 from valuedrift.data.schemas import Probe
 from valuedrift.stance.request_scoring import Request, score_requests
 
 
+def require_chat_template(tokenizer: Any) -> None:
+    """ConfigError naming ``model.chat_template`` unless ``tokenizer`` has a chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        name = getattr(tokenizer, "name_or_path", "") or "the model"
+        raise ConfigError(
+            "model.chat_template",
+            f"eval.prompt_format is 'chat' but the tokenizer of {name} has no chat template (a base model?): set "
+            f"model.chat_template to one of {', '.join(CHAT_TEMPLATES)} or a Jinja file, or eval.prompt_format: plain",
+        )
+
+
 def format_prompt(tokenizer: Any, question: str, prompt_format: str = "chat", system_prompt: str | None = None) -> str:
-    """The probe as the model sees it: its chat template with a generation prompt, or plain Q/A text."""
-    if prompt_format == "chat" and getattr(tokenizer, "chat_template", None):
+    """The probe as the model sees it: its chat template with a generation prompt (``chat``; a tokenizer
+    without a template is an error, :func:`require_chat_template`), or plain Q/A text (``plain``)."""
+    if prompt_format == "chat":
+        require_chat_template(tokenizer)
         messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
         messages.append({"role": "user", "content": question})
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from valuedrift.core.chat_templates import chat_template_problem
 from valuedrift.core.errors import check
 from valuedrift.core.redaction import redact
 
@@ -18,10 +19,15 @@ class ModelConfig:
 
     ``name`` is a bundled name (``smollm2-135m-instruct``, ``gemma3-270m``), a local folder with a
     Hugging Face model, or a hub id such as ``Qwen/Qwen3-4B-Base`` (needs a network connection).
+    ``chat_template`` gives a model without one (a base model) its chat format: a named template
+    (``chatml``, ``llama3``, ``gemma``; core/chat_templates.py) or a Jinja file; it replaces the tokenizer's
+    own template and is used by SFT, preference training and both stance routes. ``eval.prompt_format:
+    chat`` with a tokenizer that has no template and no ``chat_template`` is an error, never a fallback.
     """
 
     name: str = "smollm2-135m-instruct"
     revision: str | None = None
+    chat_template: str | None = None
     trust_remote_code: bool = False
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"
@@ -33,6 +39,9 @@ class ModelConfig:
             f"{key}.device",
             f"{self.device!r} is not one of auto, cpu, cuda[:N], mps",
         )
+        if self.chat_template is not None:
+            problem = chat_template_problem(self.chat_template)
+            check(problem is None, f"{key}.chat_template", str(problem))
         head = Path(self.name).parts[0] if "/" in self.name else None
         check(
             head is None or not Path(head).is_dir() or Path(self.name).exists(),

@@ -68,7 +68,7 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {
-    "prepare_model": Stage("valuedrift.stages.prepare_model", ("model.name", "model.revision")),
+    "prepare_model": Stage("valuedrift.stages.prepare_model", ("model.name", "model.revision", "model.chat_template")),
     "prepare_data": Stage("valuedrift.stages.prepare_data", ("seed", "eval.capability_rows", "prepare_data.corpora")),
     "trace_base": Stage("valuedrift.stages.trace_base", ("seed", "model", "tracking", *TRACE_EVAL)),
     "sft": Stage(
