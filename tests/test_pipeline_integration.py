@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -26,7 +27,9 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> 
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+def repo(tmp_path_factory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """The pipeline's outputs (~2 GB: models and runs) are hard-linked from the DVC cache rather than copied,
+    and removed when the module's tests are done, so the suite's peak disk use stays near one copy."""
     d = tmp_path_factory.mktemp("pipeline")
     for name in ("dvc.yaml", "MLproject"):
         shutil.copy(ROOT / name, d / name)
@@ -39,8 +42,10 @@ def repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}"}
     _run(["dvc", "init", "--no-scm", "-q"], d, env)
+    _run(["dvc", "config", "cache.type", "hardlink,copy"], d, env)
     _run(["dvc", "repro"], d, env, timeout=1200)
-    return d, env
+    yield d, env
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_repro_produces_traced_runs_and_clean_status(repo):
