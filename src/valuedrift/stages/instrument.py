@@ -55,11 +55,10 @@ def stored_judged_ends(params: Any, run_path: Path, probe_ids: set[int]) -> tupl
     """A run's judged route at its first and last checkpoint as the run traced it (``<run>/judged``,
     ``eval.trace_judged``), when it has both with the ``eval.quick`` settings on ``probe_ids``; else None."""
     from valuedrift.core.rundir import JUDGED_DIR, RunDir
-    from valuedrift.stance.paper_route import JudgedTraceScorer, PaperRouteScorer
+    from valuedrift.stance.paper_route import judged_signature
 
     ev = params.eval
-    expected = JudgedTraceScorer(PaperRouteScorer(None, None, ev.quick, params.probe_seed, ev.prompt_format, ev.system_prompt),
-                                 ev.quick.judge).signature()
+    expected = judged_signature(ev.quick, ev.quick.judge, params.probe_seed, ev.prompt_format, ev.system_prompt)
     run = RunDir(run_path / JUDGED_DIR)
     if run.trajectory().get("scorer") != expected or len([c for c in run.checkpoint_records() if c["phase"]]) < 2:
         return None

@@ -7,6 +7,7 @@ resumes from its last checkpoint (:mod:`valuedrift.train.sft`).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from valuedrift.core.errors import ConfigError
@@ -14,6 +15,8 @@ from valuedrift.core.paths import BASE_EVAL, SFT_RUNS
 from valuedrift.stages.args import check_flags, parse, stage_parser
 from valuedrift.train.scaffold import per_seed
 from valuedrift.train.sft import run_sft
+
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,7 +27,10 @@ def main(argv: list[str] | None = None) -> None:
                     help=f"the start model's evaluation (trace_base), adopted as every run's step 0 (default: {BASE_EVAL})")
     a, params = parse(ap, argv)
     check_flags(a, {"base-model": "dir", "processed": "dir", "data": "dir"}, ["out"])
-    base_eval = Path(a.base_eval) if Path(a.base_eval).is_dir() else None  # absent: each run scores its step 0
+    base_eval = Path(a.base_eval) if Path(a.base_eval).is_dir() else None
+    if base_eval is None:
+        log.warning("no start-model evaluation at %s (stage trace_base, or --base-eval): each SFT run scores its own "
+                    "step 0", a.base_eval)
     if a.corpus is not None and a.corpus not in params.sft.corpora:
         raise ConfigError("--corpus", f"{a.corpus!r} is not in sft.corpora ({', '.join(params.sft.corpora)})")
     for corpus in [a.corpus] if a.corpus else params.sft.corpora:

@@ -95,8 +95,14 @@ class JudgedTraceScorer:
         return rows
 
     def signature(self) -> dict[str, Any]:
-        """What makes two judged evaluations comparable (scorer_signature): sampling settings and judge."""
-        c = self.route.cfg
-        return {"kind": type(self).__name__, "judge": self.judge_name, "k": c.k, "temperature": c.temperature,
-                "top_p": c.top_p, "max_new_tokens": c.max_new_tokens, "seed": self.route.seed,
-                "prompt_format": self.route.prompt_format, "system_prompt": self.route.system_prompt}
+        """What makes two judged evaluations comparable (scorer_signature): :func:`judged_signature`."""
+        r = self.route
+        return judged_signature(r.cfg, self.judge_name, r.seed, r.prompt_format, r.system_prompt)
+
+
+def judged_signature(cfg: PaperRouteConfig, judge_name: str, seed: int, prompt_format: str, system_prompt: str | None) -> dict[str, Any]:
+    """The settings that make two judged-route evaluations comparable: sampling, judge, prompt (not the batch
+    size), so a stored evaluation can be checked without building a scorer."""
+    return {"kind": JudgedTraceScorer.__name__, "judge": judge_name, "k": cfg.k, "temperature": cfg.temperature,
+            "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "seed": seed,
+            "prompt_format": prompt_format, "system_prompt": system_prompt}
