@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from valuedrift.config.schema.models import ModelConfig
 from valuedrift.core.chat_templates import resolve_chat_template
 
 log = logging.getLogger(__name__)
@@ -192,16 +193,31 @@ def load_tokenizer(path_or_id: str | Path, trust_remote_code: bool = False) -> A
 
 
 def load_model(
-    path_or_id: str | Path, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False
+    path_or_id: str | Path, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False,
+    attn_implementation: str | None = None, **load_kwargs: Any,
 ) -> Any:
-    """Load a causal LM (following pointer folders) onto ``device``; ``trust_remote_code`` is off by default."""
+    """Load a causal LM (following pointer folders) onto ``device``; ``trust_remote_code`` is off by default.
+
+    ``attn_implementation`` (``model.attn_implementation``: eager | sdpa | flash_attention_2; None =
+    transformers' choice) and ``load_kwargs`` go to ``from_pretrained``; a ``device_map`` among them
+    places the model itself (a quantized model cannot be moved afterwards)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     rec = read_pointer(path_or_id)
+    if attn_implementation is not None:
+        load_kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForCausalLM.from_pretrained(
-        rec["source"], revision=rec.get("revision"), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+        rec["source"], revision=rec.get("revision"), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code,
+        **load_kwargs,
     )
     if rec.get("end_of_turn") and model.generation_config is not None:
         add_end_of_turn(load_tokenizer(path_or_id, trust_remote_code), model.generation_config, rec["end_of_turn"])
-    return model.to(pick_device(device))
+    return model if "device_map" in load_kwargs else model.to(pick_device(device))
+
+
+def load_configured(path_or_id: str | Path, cfg: ModelConfig, device: str | None = None) -> Any:
+    """:func:`load_model` with the ``model.*`` settings ``cfg`` (dtype, device unless ``device`` is given,
+    trust_remote_code, attn_implementation): how the study's model and its checkpoints are loaded."""
+    return load_model(path_or_id, cfg.dtype, device or cfg.device, cfg.trust_remote_code,
+                      attn_implementation=cfg.attn_implementation)

@@ -8,6 +8,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from valuedrift.config.schema.training import AdapterConfig
 from valuedrift.core.errors import ConfigError
 
 
@@ -61,7 +62,10 @@ class BuildContext:
     ``model_path`` is the saved start checkpoint (the SFT model) that ``model`` was loaded from; trainers
     that build copies (reference or reward models) load them from there. ``log_callbacks(prefix)`` gives
     the callbacks that mirror an extra training phase (the reward model) to the run's MLflow run under
-    ``<prefix><name>`` (none when the run is not tracked).
+    ``<prefix><name>`` (none when the run is not tracked). ``adapter`` is ``po.peft`` (None = full
+    fine-tuning): every builder hands ``valuedrift.adapters.lora_config(adapter)`` to its trainer;
+    ``quantization`` is the ``BitsAndBytesConfig`` ``model`` was loaded with (QLoRA), for copies such as
+    the reward model.
     """
 
     model: Any
@@ -74,6 +78,8 @@ class BuildContext:
     run_dir: Path | None = None
     model_path: Path | None = None
     log_callbacks: Callable[[str], list[Any]] = lambda prefix: []
+    adapter: AdapterConfig | None = None
+    quantization: Any = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,18 @@ class Algorithm:
     experimental: bool = False
     # cross-checks between resolved hparams and the po training config: (hparams, po config, key) -> None
     check: Callable[[dict[str, Any], Any, str], None] | None = None
+    # training examples (what po.batch_size counts) per preference pair, from the resolved hparams; None =
+    # the data kind's count (:meth:`examples`)
+    examples_per_pair: Callable[[dict[str, Any]], int] | None = None
+
+    def examples(self, n_pairs: int, hparams: dict[str, Any]) -> int:
+        """Training examples in one epoch over ``n_pairs`` preference pairs (what ``po.num_train_epochs``
+        counts, ``TrainConfig.total_steps``): one per pair for paired data, two for unpaired (the chosen and
+        the rejected row), or ``examples_per_pair(hparams)`` per pair (reward-model RL: one sampled
+        completion each, ``num_generations`` per prompt)."""
+        if self.examples_per_pair is not None:
+            return n_pairs * self.examples_per_pair(hparams)
+        return n_pairs * (2 if self.data is DataKind.UNPAIRED else 1)
 
     def resolve_hparams(self, given: dict[str, Any] | None, key: str) -> dict[str, Any]:
         """Defaults overlaid with ``given``; an unknown name or bad value raises ConfigError at ``key``."""

@@ -79,6 +79,7 @@ def _rm_rl_algorithm(policy_trainer: str) -> Algorithm:
         build=_build_rm_rl(policy_trainer),
         hparams=RM_RL_HPARAMS,
         check=_check_rm_rl,
+        examples_per_pair=lambda hp: hp["num_generations"],  # batch_size counts completions
     )
 
 

@@ -16,6 +16,11 @@ k = ``num_generations`` completions y_1..y_k ~ π_θ(·|x) are scored by r_φ an
 with advantages A_i = r_i − mean_{j≠i} r_j (``rm_rloo``, TRL ``RLOOTrainer``) or
 A_i = (r_i − mean_j r_j) / std_j r_j (``rm_grpo``, TRL ``GRPOTrainer``). The KL anchor is what makes this
 the PPO-role algorithm; it is not PPO (no value head, no clipped GAE), and logs and docs say so.
+
+With ``po.peft`` both phases train LoRA adapters (TRL 1.16's RewardTrainer, RLOOTrainer and GRPOTrainer
+all take ``peft_config``): the reward model's adapter (with its new score head) is merged before it is
+saved, so phase 2 loads a plain model; π_ref is the policy with its adapter disabled. With QLoRA the reward
+model loads quantized like the policy.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from valuedrift.adapters import SEQ_CLS, lora_config, quantized_load_kwargs, save_trained
 from valuedrift.algorithms.base import BuildContext
 from valuedrift.core.processes import is_main_process, wait_for_everyone
 from valuedrift.core.rundir import RunDir
@@ -81,26 +87,31 @@ def train_reward_model(ctx: BuildContext, callbacks: list[Any] | None = None) ->
         "learning_rate": hp["reward_learning_rate"],
         "save_steps": max(1, hp["reward_steps"] // 2),
     }
-    dtype = next(ctx.model.parameters()).dtype
-    reward = AutoModelForSequenceClassification.from_pretrained(ctx.model_path, num_labels=1, dtype=dtype)
-    reward.config.pad_token_id = ctx.tokenizer.pad_token_id
+    model_path = ctx.model_path
+
+    def load_reward(**load: Any) -> Any:
+        reward = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, dtype=ctx.model.dtype, **load)
+        reward.config.pad_token_id = ctx.tokenizer.pad_token_id
+        return reward
+
     trainer = RewardTrainer(
-        model=reward,
+        model=load_reward(**quantized_load_kwargs(ctx.quantization, ctx.model.device)),
         args=RewardConfig(**kwargs, max_length=ctx.max_length),
         train_dataset=truncated_pairs(ctx.dataset, ctx.tokenizer, ctx.max_length),
         processing_class=ctx.tokenizer,
         callbacks=[*ctx.log_callbacks(f"{REWARD_MODEL}/"), *(callbacks or [])],
+        peft_config=lora_config(ctx.adapter, SEQ_CLS),
     )
     resume = phase_dir.last_checkpoint()
     if resume:
         log.info("resuming the reward model from %s", resume)
     log.info("phase 1/2: training the reward model for %d steps (RewardTrainer)", hp["reward_steps"])
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    trainer.save_model(str(out))
+    save_trained(trainer, out, phase_dir.adapter, load_reward)
     if is_main_process():
         ctx.tokenizer.save_pretrained(str(out))
     wait_for_everyone(ctx.train_kwargs.get("use_cpu", True))
-    del trainer, reward
+    del trainer
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return out
@@ -139,6 +150,7 @@ def build_policy_trainer(ctx: BuildContext, reward_path: Path, policy_trainer: s
         processing_class=ctx.tokenizer,
         reward_processing_classes=AutoTokenizer.from_pretrained(reward_path),
         callbacks=ctx.callbacks,
+        peft_config=lora_config(ctx.adapter),
     )
 
 

@@ -9,6 +9,7 @@ error is a :class:`~valuedrift.core.errors.ConfigError` naming the dotted key.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,44 @@ from valuedrift.algorithms.registry import ALGORITHMS, algorithm_hparams
 from valuedrift.config.path_checks import check_param_paths
 from valuedrift.config.schema.params import Params
 from valuedrift.config.schema.parse import from_dict
+from valuedrift.core import yaml12
 from valuedrift.core.errors import ConfigError, check
 from valuedrift.core.paths import DATA
 from valuedrift.data.topics import known_topics
-from valuedrift.models import check_model_spec
+from valuedrift.models import BUNDLED, HUB_ID, check_model_spec
 from valuedrift.tune.space import check_tune, check_tune_against_params
 
 
+class UnpinnedRevisionWarning(UserWarning):
+    """``model.name`` is a hub id and ``model.revision`` is null: the weights may change under the run."""
+
+
 def check_model(params: Params) -> None:
-    problem = check_model_spec(params.model.name)
+    """``model.name`` is a model source; a hub id without ``model.revision`` warns."""
+    m = params.model
+    problem = check_model_spec(m.name)
     check(problem is None, "model.name", problem or "")
+    if m.revision is None and m.name not in BUNDLED and not Path(m.name).expanduser().exists() and HUB_ID.match(m.name):
+        warnings.warn(
+            f"model.revision is null for the hub id {m.name!r}: runs use whatever the hub serves that day; "
+            "pin a commit (model.revision: <sha>) to make them reproducible",
+            UnpinnedRevisionWarning,
+            stacklevel=2,
+        )
+
+
+def check_adapters(params: Params) -> None:
+    """QLoRA (``<section>.peft.quantize``) needs a CUDA device: not ``model.device`` cpu or mps (``auto``
+    is checked again when the model loads, ``valuedrift.adapters.quantization_config``)."""
+    device = params.model.device
+    for key, train in (("sft", params.sft), ("po", params.po)):
+        if train.peft is not None and train.peft.quantize is not None:
+            check(
+                device == "auto" or device.startswith("cuda"),
+                f"{key}.peft.quantize",
+                f"QLoRA ({train.peft.quantize}, bitsandbytes) needs a CUDA device, but model.device is {device!r}: "
+                "set model.device: cuda (or auto on a GPU machine), or quantize: null (plain LoRA)",
+            )
 
 
 def check_topics(params: Params, bank_dir: Path = DATA / "v_prism") -> None:
@@ -60,6 +89,7 @@ def parse_params(data: dict[str, Any]) -> Params:
     params.validate()
     check_param_paths(params)  # before the cross-checks that open files (tune.reference)
     check_model(params)
+    check_adapters(params)
     check_topics(params)
     check_algorithms(params)
     check_tune(params.tune, "tune")
@@ -73,7 +103,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.exists():
         raise FileNotFoundError(f"{path}: params file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml12.load(path.read_text())  # floats as DVC writes them (5e-06)
     except yaml.YAMLError as e:
         raise ConfigError("params", f"{path} is not valid YAML: {e}") from e
     return parse_params(data or {})

@@ -8,7 +8,8 @@ baseline) is a folder::
       trajectory.json           one record per scored checkpoint (the source of truth for drift)
       evals/step_000012.jsonl   per-probe stance distributions q(p) at step 12
       checkpoints/checkpoint-12 resume checkpoints (dropped when the run finishes)
-      final/                    the final model and tokenizer
+      final/                    the final model and tokenizer (a LoRA run: the adapter merged in)
+      adapter/                  a LoRA run's adapter alone (peft: adapter_config.json, adapter_model.safetensors)
       train_log.json            the trainer's log history (kept when the checkpoints are dropped)
       mlflow_run_id             the MLflow run this folder logs to (deleting it asks for a new run)
       mlflow_run.json           how that run was opened: name, experiment, tags, params, id per store
@@ -35,6 +36,7 @@ TRAJECTORY_FILE = "trajectory.json"
 EVALS_DIR = "evals"
 CHECKPOINTS_DIR = "checkpoints"
 FINAL_DIR = "final"
+ADAPTER_DIR = "adapter"
 TRAIN_LOG_FILE = "train_log.json"
 RUN_ID_FILE = "mlflow_run_id"
 RUN_META_FILE = "mlflow_run.json"
@@ -137,6 +139,10 @@ class RunDir:
     @property
     def final(self) -> Path:
         return self.path / FINAL_DIR
+
+    @property
+    def adapter(self) -> Path:
+        return self.path / ADAPTER_DIR
 
     @property
     def train_log(self) -> Path:

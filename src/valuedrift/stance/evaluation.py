@@ -29,7 +29,7 @@ from valuedrift.core.vocab import ALL, STANCES
 from valuedrift.data.loaders.probes import load_probes
 from valuedrift.data.probes import load_probe_bank, select_probes
 from valuedrift.data.schemas import Probe
-from valuedrift.models import BUNDLED, check_model_spec, load_model, load_tokenizer
+from valuedrift.models import BUNDLED, check_model_spec, load_configured, load_tokenizer
 from valuedrift.stance.judges import JudgeHTTPError, build_judge
 from valuedrift.stance.reference import ReferenceProfile, alignment_table, load_profiles, mix_profile
 from valuedrift.stance.stored import final_evaluation, scorer_signature
@@ -53,8 +53,8 @@ def check_checkpoint(checkpoint: str) -> None:
 
 
 def load_policy(model: ModelConfig, checkpoint: str) -> tuple[Any, Any]:
-    """(tokenizer, model) of ``checkpoint`` with the ``model`` section's dtype, device and trust settings."""
-    return load_tokenizer(checkpoint, model.trust_remote_code), load_model(checkpoint, model.dtype, model.device, model.trust_remote_code)
+    """(tokenizer, model) of ``checkpoint`` with the ``model`` section's dtype, device, trust and attention settings."""
+    return load_tokenizer(checkpoint, model.trust_remote_code), load_configured(checkpoint, model)
 
 
 def checkpoint_step(checkpoint: str) -> int:
@@ -96,11 +96,14 @@ def make_judge(judges: Mapping[str, JudgeConfig], model: ModelConfig, name: str)
 
 
 def reference_profiles(directory: str, corpora: Mapping[str, CorpusMix]) -> dict[str, ReferenceProfile]:
-    """Profiles in ``directory`` (``eval.reference_profiles``) plus one per SFT corpus stance mix (``corpus_<name>``)."""
+    """Profiles in ``directory`` (``eval.reference_profiles``) plus one per authored SFT corpus stance mix
+    (``corpus_<name>``; none for a corpus read from a dataset, whose ``mix`` is unused)."""
     if not Path(directory).is_dir():
         raise ConfigError("eval.reference_profiles", f"{directory}: folder not found")
     profiles = load_profiles(directory)
     for name, corpus in corpora.items():
+        if corpus.source is not None:  # read from a dataset: no authored mix (valuedrift stance-mix measures one)
+            continue
         profiles[f"corpus_{name}"] = mix_profile(f"corpus_{name}", corpus.mix, f"stance mix of the value rows of SFT corpus {name}")
     return profiles
 

@@ -10,6 +10,11 @@ A training kind supplies a :class:`RunPlan` (what differs: the start model, the 
 3. open the MLflow run (rank 0 only), log the training data as an input, call ``plan.before_train``;
 4. load the model, build the trainer, train (resuming), save ``final/``, drop the resume checkpoints.
 
+Training length: ``max_steps``, or ``num_train_epochs`` converted to optimizer steps over the plan's
+``n_examples`` (``TrainConfig.total_steps``); TRL always gets ``max_steps``, so the trajectory's step axis,
+the checkpoint cadence (``TrainConfig.eval_interval``) and the completeness check agree. With ``peft`` the
+trainer trains an adapter and ``final/`` is the merged model (:mod:`valuedrift.adapters`).
+
 Under ``accelerate launch`` every rank trains; rank 0 alone prepares the run folder, scores stances and
 talks to MLflow (:mod:`valuedrift.core.processes`).
 """
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from valuedrift.adapters import load_trainable, save_trained
 from valuedrift.config.schema.evaluation import EvalConfig
 from valuedrift.config.schema.models import ModelConfig
 from valuedrift.config.schema.params import Params
@@ -36,7 +42,7 @@ from valuedrift.core.processes import is_main_process, main_process_first, world
 from valuedrift.core.rundir import JUDGED_DIR, RunDir, seed_run_name
 from valuedrift.data.bank import load_general
 from valuedrift.data.probes import load_probe_bank, select_probes
-from valuedrift.models import load_model, load_tokenizer, pick_device
+from valuedrift.models import load_configured, load_model, load_tokenizer, pick_device
 from valuedrift.stance.capability import CapabilityProbe, heldout_general_ids
 from valuedrift.stance.likelihood import LikelihoodScorer
 from valuedrift.tracking import Tracker, provenance_tags
@@ -80,11 +86,13 @@ def finish_run_dir(run: RunDir, log_history: list[dict[str, Any]]) -> None:
     run.drop_checkpoints()
 
 
-def training_kwargs(cfg: TrainConfig, seed: int, dtype: str, device: str, run: RunDir) -> dict[str, Any]:
-    """TrainingArguments shared by every TRL config. Checkpoints are saved at the evaluation cadence."""
+def training_kwargs(cfg: TrainConfig, seed: int, dtype: str, device: str, run: RunDir, total_steps: int) -> dict[str, Any]:
+    """TrainingArguments shared by every TRL config: ``total_steps`` optimizer steps (``cfg.total_steps``),
+    checkpoints saved at the evaluation cadence (``cfg.eval_interval``), bf16 / fp16 mixed precision from
+    ``model.dtype`` (``dtype``)."""
     return {
         "output_dir": str(run.checkpoints),
-        "max_steps": cfg.max_steps,
+        "max_steps": total_steps,
         "per_device_train_batch_size": cfg.batch_size,
         "gradient_accumulation_steps": cfg.grad_accum,
         "learning_rate": cfg.learning_rate,
@@ -93,7 +101,7 @@ def training_kwargs(cfg: TrainConfig, seed: int, dtype: str, device: str, run: R
         "weight_decay": cfg.weight_decay,
         "logging_steps": 1,
         "save_strategy": "steps",
-        "save_steps": cfg.eval_every,
+        "save_steps": cfg.eval_interval(total_steps),
         "save_total_limit": 2,
         "report_to": [],
         "seed": seed,
@@ -189,7 +197,9 @@ class RunPlan:
 
     ``inputs`` are the values that define the run beyond the params the scaffold fingerprints itself
     (the kind's own section, an algorithm's hyperparameters); ``frame`` is the training data as a table
-    for MLflow's dataset input; ``before_train`` runs on rank 0 inside the open MLflow run.
+    for MLflow's dataset input; ``before_train`` runs on rank 0 inside the open MLflow run. ``n_examples``
+    is the number of training examples in one epoch (what ``batch_size`` counts), from which
+    ``num_train_epochs`` becomes a number of steps.
     """
 
     kind: str  # sft | po
@@ -200,11 +210,13 @@ class RunPlan:
     data_file: Path
     inputs: dict[str, Any]
     build_trainer: TrainerBuilder
+    n_examples: int
     algorithm: str | None = None  # the MLflow ``algorithm`` tag (default: the kind)
     tags: dict[str, str] = field(default_factory=dict)
     mlflow_params: dict[str, Any] = field(default_factory=dict)
     frame: Any = None
     input_name: str = ""
+    input_source: Any = None  # MLflow dataset source of ``frame`` (tracking.dataset_source); None = data_file
     before_train: Callable[[TracedRun], None] | None = None
 
 
@@ -235,10 +247,11 @@ def train_traced(
     from transformers import set_seed
 
     run = seed_run_dir(out_root, plan.name, params)
-    kwargs = training_kwargs(plan.train, params.seed, params.model.dtype, params.model.device, run)
+    total = plan.train.total_steps(plan.n_examples, world_size())
+    kwargs = training_kwargs(plan.train, params.seed, params.model.dtype, params.model.device, run, total)
     with main_process_first(kwargs["use_cpu"]):
         resumable = prepare_run_dir(run, run_fingerprint(params, plan.inputs, plan.data_file, plan.start_model))
-    if resumable and run.complete(plan.train.max_steps):
+    if resumable and run.complete(total):
         log.info("%s is complete (same inputs, final model and evaluation on disk): nothing to train", run.path)
         return run
     set_seed(params.seed)
@@ -247,22 +260,24 @@ def train_traced(
     tokenizer = load_tokenizer(plan.start_model, model_cfg.trust_remote_code)
     tracker = Tracker(params.tracking, run.path)
     traced = make_traced_run(
-        params.eval, params.probe_seed, params.seed, tracker, run, tokenizer, plan.train.eval_every, data_dir, params.model
+        params.eval, params.probe_seed, params.seed, tracker, run, tokenizer, kwargs["save_steps"], data_dir, params.model
     )
     resume = run.last_checkpoint() if resumable else None
     tags = run_tags(plan.kind, plan.algorithm, **plan.tags, seed=str(params.seed), world_size=str(world_size()))
     opened = tracker.run(plan.run_name, tags, plan.mlflow_params)
     with opened if is_main else contextlib.nullcontext():
         if is_main:
-            tracker.log_input(plan.frame, name=plan.input_name, source=str(plan.data_file))
+            tracker.log_input(plan.frame, name=plan.input_name, source=plan.input_source or str(plan.data_file))
             if plan.before_train is not None:
                 plan.before_train(traced)
-        model = load_model(plan.start_model, model_cfg.dtype, model_cfg.device, model_cfg.trust_remote_code)
+        model = load_trainable(plan.start_model, model_cfg, plan.train, f"{plan.kind}.peft")
         trainer = plan.build_trainer(model, tokenizer, kwargs, [traced.callback, *(callbacks or [])], traced)
         if resume:
             log.info("resuming from %s", resume)
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        trainer.save_model(str(run.final))
+        # an adapter is merged into a fresh unquantized copy of the start model, on the CPU (the GPU still holds the trained one)
+        save_trained(trainer, run.final, run.adapter,
+                     lambda: load_model(plan.start_model, model_cfg.dtype, "cpu", model_cfg.trust_remote_code))
         if is_main:
             tokenizer.save_pretrained(str(run.final))
             tracker.log_metrics({"time/eval_seconds": traced.callback.eval_seconds}, step=trainer.state.global_step)
@@ -284,7 +299,7 @@ def trace_start_model(params: Params, model_path: Path, out: Path, data_dir: Pat
     tokenizer = load_tokenizer(model_path, params.model.trust_remote_code)
     tracker = Tracker(params.tracking, run.path) if tracked else None
     traced = make_traced_run(params.eval, params.probe_seed, params.seed, tracker, run, tokenizer, 1, data_dir, params.model)
-    model = load_model(model_path, params.model.dtype, params.model.device, params.model.trust_remote_code)
+    model = load_configured(model_path, params.model)
     with tracker.run("base", run_tags("base", model=params.model.name), flat_params(params)) if tracker else contextlib.nullcontext():
         for tracer in traced.tracers:
             tracer.evaluate(model, 0, phase=True)

@@ -58,7 +58,7 @@ from valuedrift.data.preferences import generate_pairs, resolve_target, value_ga
 from valuedrift.data.probes import load_probe_bank
 from valuedrift.generation.lm_answers import lm_response_bank
 from valuedrift.generation.preference_sets import plan_sets
-from valuedrift.models import load_model, load_tokenizer
+from valuedrift.models import load_configured, load_tokenizer
 from valuedrift.tracking import Tracker, provenance_tags
 from valuedrift.train.po import po_inputs, run_po
 from valuedrift.train.scaffold import make_traced_run, run_fingerprint, seed_run_dir
@@ -221,9 +221,10 @@ class Sweep:
             else:
                 log.info("scoring the SFT checkpoint %s (baseline of every trial)", self.sft_model)
                 tokenizer = load_tokenizer(self.sft_model, p.model.trust_remote_code)
-                model = load_model(self.sft_model, p.model.dtype, p.model.device, p.model.trust_remote_code)
-                # tracker None: the baseline goes to the parent run, not to a run of its own
-                traced = make_traced_run(p.eval, p.probe_seed, p.seed, None, RunDir(self.baseline_dir), tokenizer, p.po.eval_every)
+                model = load_configured(self.sft_model, p.model)
+                # tracker None: the baseline goes to the parent run, not to a run of its own; only step 0 is
+                # scored here, so the callback's cadence (1) is never used
+                traced = make_traced_run(p.eval, p.probe_seed, p.seed, None, RunDir(self.baseline_dir), tokenizer, 1)
                 self.baseline = traced.tracer.evaluate(model, 0, phase=True)
                 del model
         self.profile = StanceTracer.summary(self.baseline)

@@ -23,6 +23,14 @@ class ModelConfig:
     (``chatml``, ``llama3``, ``gemma``; core/chat_templates.py) or a Jinja file; it replaces the tokenizer's
     own template and is used by SFT, preference training and both stance routes. ``eval.prompt_format:
     chat`` with a tokenizer that has no template and no ``chat_template`` is an error, never a fallback.
+
+    ``revision`` pins a hub id to a branch, tag or commit; a hub id without one warns (the run uses
+    whatever the hub serves that day). ``dtype`` is the weights' dtype and the training precision:
+    ``bfloat16`` trains in bf16 (``bf16=True``), ``float16`` in fp16 mixed precision (float32 master
+    weights for full fine-tuning; ``valuedrift.adapters.master_dtype``). ``attn_implementation`` is passed
+    to ``from_pretrained`` wherever the model (or a checkpoint of it) is loaded: ``eager``, ``sdpa``,
+    ``flash_attention_2`` (CUDA, bfloat16/float16, ``pip install flash-attn``), or null for transformers'
+    default.
     """
 
     name: str = "smollm2-135m-instruct"
@@ -31,9 +39,15 @@ class ModelConfig:
     trust_remote_code: bool = False
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
 
     def validate(self, key: str) -> None:
         check(bool(self.name.strip()), f"{key}.name", "must not be empty")
+        if self.attn_implementation == "flash_attention_2":
+            check(self.dtype != "float32", f"{key}.attn_implementation",
+                  "flash_attention_2 runs in bfloat16 or float16 only: set model.dtype accordingly")
+            check(self.device == "auto" or self.device.startswith("cuda"), f"{key}.attn_implementation",
+                  f"flash_attention_2 needs a CUDA device, but model.device is {self.device!r}")
         check(
             self.device == "auto" or self.device == "cpu" or self.device.startswith(("cuda", "mps")),
             f"{key}.device",
