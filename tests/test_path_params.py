@@ -145,6 +145,12 @@ def set_key(p: dict, key: str, path: Path) -> str:
         s = p["prepare_data"]["preference_sets"]["value_gap"]
         s.update(generator="hf", lm={"model": str(path), "judge": "smollm2"})
         return "prepare_data.preference_sets.value_gap.lm.model"
+    elif key == "prepare_data.corpora.*.source.path":
+        p["prepare_data"]["corpora"]["wild"] = {"source": {"kind": "jsonl", "path": str(path)}}
+        return "prepare_data.corpora.wild.source.path"
+    elif key == "prepare_data.preference_sets.*.source.path":
+        p["prepare_data"]["preference_sets"]["uf"] = {"generator": "source", "source": {"kind": "ultrafeedback", "path": str(path)}}
+        return "prepare_data.preference_sets.uf.source.path"
     elif key == "tune.reference":
         p["tune"]["reference"] = str(path)
     elif key == "tune.storage":
@@ -164,7 +170,7 @@ PARAM_CASES = [
     for e in PATH_PARAMS
     for case in CASES
     if (case != "missing" or e.required != "if_exists")  # created when missing, or made by an earlier stage
-    and not (case == "folder_for_file" and e.kind == "dir") and not (case == "file_for_folder" and e.kind == "file")
+    and not (case == "folder_for_file" and e.kind in ("dir", "any")) and not (case == "file_for_folder" and e.kind in ("file", "any"))
 ]
 
 
@@ -264,6 +270,7 @@ def valid_args(command: str, base: Path) -> dict[str, str]:
         "relog": {"RUN_DIR": d("runs/sft/nh"), "--params": str(params)},
         "tracking-server": {"--backend-store-uri": str(base / "out" / "mlflow.db"), "--artifacts": out("mlartifacts")},
         "params-schema": {"--out": out("schema.json")},
+        "stance-mix": {"--params": str(params), "--processed": d("processed"), "--out": out("nh.stance_mix.json")},
         "train-judge": {"--params": str(params), "--data": str(ROOT / "data"), "--out": out("models/judge")},
         "blind-answers": {"--params": str(params), "--data": str(ROOT / "data"), "--checkpoint": str(model), "--out": out("gen")},
         "instrument": {"--params": str(params), "--data": str(ROOT / "data"), "--runs": d("runs"), "--base-model": str(model),
@@ -277,6 +284,7 @@ EXTRA = {  # non-path arguments a command needs
     "trace-base": ["--no-mlflow"],
     "judge-eval": ["--no-mlflow"],
     "params-schema": ["--check"],
+    "stance-mix": ["--corpus", "neutral_heavy"],
 }
 
 FLAGS = [
@@ -339,6 +347,9 @@ FLAGS = [
     Flag("tracking-server", "--backend-store-uri", "file", "output"),
     Flag("tracking-server", "--artifacts", "dir", "output"),
     Flag("params-schema", "--out", "file", "output"),
+    Flag("stance-mix", "--params", "file", "input"),
+    Flag("stance-mix", "--processed", "dir", "input"),
+    Flag("stance-mix", "--out", "file", "output"),
     Flag("train-judge", "--params", "file", "input"),
     Flag("train-judge", "--data", "dir", "input"),
     Flag("train-judge", "--out", "dir", "output"),

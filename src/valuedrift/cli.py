@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-data": ("valuedrift.stages.prepare_data", "validate data and build the SFT corpora"),
     "preferences": ("valuedrift.stages.preferences", "generate the synthetic value-gap preference sets"),
     "gap-analysis": ("valuedrift.stages.gap_analysis", "value gap (chosen − rejected stances) of any preference set"),
+    "stance-mix": ("valuedrift.stages.stance_mix", "judge-labelled stance mix of an SFT corpus (+ agreement with its authored labels)"),
     "trace-base": ("valuedrift.stages.trace_base", "score the start model once on every route, as step 0 of all SFT runs"),
     "sft": ("valuedrift.stages.sft", "supervised fine-tuning with stance tracing"),
     "po": ("valuedrift.stages.po", "preference optimisation with stance tracing"),

@@ -44,6 +44,20 @@ HISTORY_QUERIES_IN_FLIGHT = 8
 LOCALHOST = "127.0.0.1"
 
 
+def dataset_source(info: dict[str, Any] | None, fallback: str) -> Any:
+    """The MLflow dataset source of training data: for rows read from a hub dataset (``info`` =
+    :attr:`valuedrift.data.sources.Loaded.info`) a ``HuggingFaceDatasetSource`` with its split, data_dir and
+    revision; else ``info["path"]`` (a local source) or ``fallback`` (the built file) as a plain string."""
+    if info is None:
+        return fallback
+    if info.get("hub"):
+        from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+
+        return HuggingFaceDatasetSource(path=info["path"], data_dir=info.get("data_dir"), split=info.get("split"),
+                                        revision=info.get("revision"))
+    return str(info.get("path") or fallback)
+
+
 class TrackingUnavailable(RuntimeError):
     """The tracking server cannot be reached (or stopped answering during a re-log)."""
 
@@ -270,8 +284,9 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._safe(self.mlflow.log_artifact, str(path), artifact_path)
 
-    def log_input(self, df: Any, name: str, source: str, context: str = "training") -> None:
-        """Record a dataset (with its digest) as an input of the run."""
+    def log_input(self, df: Any, name: str, source: Any, context: str = "training") -> None:
+        """Record a dataset (with its digest) as an input of the run; ``source`` is a path or URI string, or
+        an MLflow dataset source (:func:`dataset_source`)."""
         ds = self.mlflow.data.from_pandas(df, source=source, name=name)
         self._safe(self.mlflow.log_input, ds, context=context)
 

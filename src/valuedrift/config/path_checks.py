@@ -24,7 +24,7 @@ from typing import Any, Literal
 from valuedrift.config.schema.params import Params
 from valuedrift.core.errors import ConfigError
 
-Kind = Literal["file", "dir"]
+Kind = Literal["file", "dir", "any"]  # any: a file or a folder
 # when a path must exist at validation time
 Required = Literal["always", "if_local", "if_exists"]
 
@@ -91,6 +91,15 @@ def _lm_models(params: Params) -> Iterator[tuple[str, str]]:
             yield f"prepare_data.preference_sets.{name}.lm.model", pref.lm.model
 
 
+def _source_paths(section: Literal["corpora", "preference_sets"]) -> Callable[[Params], Iterator[tuple[str, str]]]:
+    def values(params: Params) -> Iterator[tuple[str, str]]:
+        for name, entry in getattr(params.prepare_data, section).items():
+            if entry.source is not None and looks_local(entry.source.path):
+                yield f"prepare_data.{section}.{name}.source.path", entry.source.path
+
+    return values
+
+
 def _tune_reference(params: Params) -> Iterator[tuple[str, str]]:
     ref = params.tune.reference
     if isinstance(ref, str) and ("/" in ref or ref.endswith(REFERENCE_SUFFIXES) or Path(ref).exists()):
@@ -141,6 +150,13 @@ PATH_PARAMS: tuple[PathParam, ...] = (
     PathParam("prepare_data.preference_sets.*.lm.model", "dir", "if_exists",
               "generator hf and a local path: a model folder; may be made by prepare_model, checked when the "
               "generator loads it", _lm_models),
+    PathParam("prepare_data.corpora.*.source.path", "any", "always",
+              "a corpus read from a dataset, when the path reads as a local path (as model.name): a file or a "
+              "folder in the dataset's hub layout; a hub id org/name is no path", _source_paths("corpora")),
+    PathParam("prepare_data.preference_sets.*.source.path", "any", "always",
+              "a preference set read from a dataset (generator: source), when the path reads as a local path: "
+              "a file or a folder in the dataset's hub layout; a hub id org/name is no path",
+              _source_paths("preference_sets")),
     PathParam("tune.reference", "file", "always",
               "when a string naming a file (has a /, ends .json/.yaml/.yml, or exists); a bare name is a "
               "profile in eval.reference_profiles", _tune_reference),
@@ -162,12 +178,17 @@ def path_problem(path: str | Path, kind: Kind, must_exist: bool = True) -> str |
     p = Path(path).expanduser()
     try:
         exists = p.exists()
+        if kind == "any":  # a file or a folder: whichever it is
+            kind = "dir" if exists and p.is_dir() else "file"
+            expected = "file or folder"
+        else:
+            expected = "folder" if kind == "dir" else "file"
     except OSError as e:  # e.g. a parent folder that may not be searched
         return f"{path} cannot be accessed ({e.strerror})"
     if not exists:
         if must_exist:
             hint = " — the authored data is fetched with `dvc pull` (make data)" if Path(path).parts[:1] == ("data",) else ""
-            return f"{path} does not exist (expected a {'folder' if kind == 'dir' else 'file'}){hint}"
+            return f"{path} does not exist (expected a {expected}){hint}"
         return None
     if kind == "file" and p.is_dir():
         return f"{path} is a folder; expected a file"

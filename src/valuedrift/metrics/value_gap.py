@@ -48,6 +48,11 @@ def one_hot(stance: str) -> list[float]:
     return [float(s == stance) for s in STANCES]
 
 
+def labelled(rows: Sequence[dict[str, Any]]) -> bool:
+    """Whether every pair carries the generator's stance labels (``chosen_stance`` and ``rejected_stance``)."""
+    return all(r.get("chosen_stance") and r.get("rejected_stance") for r in rows)
+
+
 def generator_labels(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Per-pair distributions from the labels a synthetic generator wrote (``chosen_stance``, …)."""
     out = []

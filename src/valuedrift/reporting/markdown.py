@@ -10,7 +10,7 @@ import pandas as pd
 from valuedrift.config.schema.data import CorpusMix
 from valuedrift.config.schema.evaluation import EvalConfig
 from valuedrift.config.schema.models import ModelConfig
-from valuedrift.config.schema.training import POConfig, SFTConfig
+from valuedrift.config.schema.training import POConfig, SFTConfig, TrainConfig
 from valuedrift.core.vocab import ALL
 from valuedrift.reporting.findings import (
     FAST_DRIFT_TIME,
@@ -24,6 +24,17 @@ from valuedrift.reporting.findings import (
     verdict_style_only,
     verdict_value_gap,
 )
+
+
+def schedule_text(cfg: TrainConfig) -> tuple[str, str]:
+    """(length, cadence) of a training section for the report: ``16 steps`` or ``2 epochs`` (plus the LoRA
+    settings when ``peft`` is set), and ``every 8 steps`` or ``every 25% of training``."""
+    length = f"{cfg.max_steps} steps" if cfg.max_steps is not None else f"{cfg.num_train_epochs:g} epochs"
+    if cfg.peft is not None:
+        q = f", base quantized {cfg.peft.quantize}" if cfg.peft.quantize else ""
+        length += f" (LoRA r {cfg.peft.r}, alpha {cfg.peft.alpha}{q})"
+    cadence = f"every {cfg.eval_every:.0%} of training" if isinstance(cfg.eval_every, float) else f"every {cfg.eval_every} steps"
+    return length, cadence
 
 
 def capability_table(cap: pd.DataFrame) -> pd.DataFrame:
@@ -47,9 +58,11 @@ def render(
     ``eval.trace_judged``). Where both exist the verdicts and design targets are judged on the judged route
     (the one that tracks what the models say: "Instrument" section) and the likelihood route's verdicts are
     given beside them; ``contrasts`` holds the judged route's final-profile differences between SFT corpora."""
-    majority = {name: max(mix.mix, key=mix.mix.get) for name, mix in corpora.items()}
+    # a corpus read from a dataset has no authored mix: no majority stance to compare with (None in the verdict)
+    majority = {name: max(mix.mix, key=mix.mix.get) for name, mix in corpora.items() if mix.source is None}
     sft_infos = [i for i in infos if i.kind == "sft"]
     po_infos = [i for i in infos if i.kind == "po"]
+    (sft_length, sft_cadence), (po_length, po_cadence) = schedule_text(sft), schedule_text(po)
     primary, primary_name = (judged, f"judged route ({ev.quick.judge} judge)") if judged is not None else (summary, "likelihood route")
 
     def verdicts_of(sm: pd.DataFrame) -> list[Verdict]:
@@ -76,11 +89,11 @@ def render(
            f"tokens (temperature {ev.quick.temperature:g}) per probe on {ev.quick.probes_per_topic} probes per topic, labelled "
            f"by the `{ev.quick.judge}` judge; q(p) = mean of the judge's stance probabilities over the answers."]
           if judged is not None else []),
-        f"- SFT: corpora {', '.join(sft.corpora)}, {sft.max_steps} steps, lr {sft.learning_rate:g}, "
-        f"batch {sft.batch_size}×{sft.grad_accum}, evaluation every {sft.eval_every} steps.",
+        f"- SFT: corpora {', '.join(sft.corpora)}, {sft_length}, lr {sft.learning_rate:g}, "
+        f"batch {sft.batch_size}×{sft.grad_accum}, evaluation {sft_cadence}.",
         f"- Preference optimisation from `{po.start_from}`: {', '.join(po.algorithms)} × "
-        f"{', '.join(po.preference_sets)}, {po.max_steps} steps, lr {po.learning_rate:g}, "
-        f"evaluation every {po.eval_every} steps.",
+        f"{', '.join(po.preference_sets)}, {po_length}, lr {po.learning_rate:g}, "
+        f"evaluation {po_cadence}.",
         f"- Seeds: {seeds}. Every number below is M_s = v_end − v_start (signed) with its CI; drift time ∈ [0, 1] "
         "(smaller = earlier).",
         "",

@@ -24,6 +24,7 @@ field fall in topic "all". The formulas are in value_gap.py. Writes ``PREFIX.gap
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,12 @@ from valuedrift.metrics.value_gap import (
     gap_table,
     generator_labels,
     judge_labels,
+    labelled,
     overall,
     write_gap_analysis,
 )
 from valuedrift.stages.args import check_output_file, check_path, looks_local, stage_parser
-from valuedrift.stance.judges import build_judge, check_judge
+from valuedrift.stance.judges import build_judge, check_judge, judge_probs
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +73,6 @@ def load_pairs(source: str, fmt: str, split: str | None = None, limit: int = 0) 
         return pairs[:limit] if limit else pairs
 
     return LOADERS[fmt](source, **({"split": split} if split else {}), limit=limit)
-
-
-def labelled(pairs: list[dict[str, Any]]) -> bool:
-    """Whether every pair carries the generator's stance labels."""
-    return all(p.get("chosen_stance") and p.get("rejected_stance") for p in pairs)
 
 
 def check_judge_name(name: str, params: Params) -> None:
@@ -113,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         check_judge_name(judge_name, params)
         m = params.model
         judge = build_judge(judge_name, params.eval.judges[judge_name], f"eval.judges.{judge_name}", m.dtype, m.device, m.trust_remote_code)
-        labels = judge_labels(pairs, lambda qs, ans: judge.judge(list(zip(qs, ans, strict=True)), progress=True).probs)
+        labels = judge_labels(pairs, partial(judge_probs, judge))
     else:
         labels = generator_labels(pairs)
     table = gap_table(labels, params.eval.bootstrap, params.eval.ci, params.seed)

@@ -1,4 +1,5 @@
-"""``preferences`` stage: generate the synthetic value-gap preference sets and analyse their gap.
+"""``preferences`` stage: generate the synthetic value-gap preference sets (or read a set from a dataset,
+``generator: source``) and analyse their gap.
 
 For each set in ``prepare_data.preference_sets`` (or only those named with ``--set``) writes, under
 ``processed/preferences/``:
@@ -13,6 +14,12 @@ Targets ``reinforce``/``reverse`` are resolved from the SFT checkpoint's measure
 (``runs/sft/<po.start_from>/trajectory.json``, last checkpoint: the run preference training starts
 from). Every set is checked (target, topics, generator settings) before any is generated; a bad value
 fails naming its key.
+
+A set with ``generator: source`` is read from its dataset (data/sources.py; UltraFeedback binarized,
+HH-RLHF or a prompt/chosen/rejected JSON-Lines file). Real data has no stance labels, so its gap analysis
+labels both answers with the judge ``source.judge`` (default ``eval.paper.judge``); its gap json adds
+``source`` (kind, path, revision, split, counts) and ``digest`` (the MLflow dataset digest of the pairs,
+the one the po run logs as its input).
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     questions = load_probe_bank(data, annotated_only=False)  # every question; propositions where annotated
     bank = load_bank(data)
     profile = sft_profile(Path(a.sft_run) if a.sft_run else SFT_RUNS / params.po.start_from)
-    plans = plan_sets(params.prepare_data.preference_sets, params.eval.judges, params.seed, a.sets, questions, bank, profile)
+    plans = plan_sets(params.prepare_data.preference_sets, params.eval.judges, params.seed, a.sets, questions, bank, profile,
+                      params.eval.paper.judge)
     out_dir = Path(a.out) / PREFERENCES_DIR
     for plan in plans:
         build_set(plan, params.eval, params.model, questions, bank, out_dir, profile)

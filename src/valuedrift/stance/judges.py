@@ -146,6 +146,11 @@ class Judge(Protocol):
         ...
 
 
+def judge_probs(judge: Judge, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+    """p_J(·|question, answer) for each pair, as an (n, |S|) array in STANCES order (with a progress bar)."""
+    return judge.judge(list(zip(questions, answers, strict=True)), progress=True).probs
+
+
 def renormalise(label_logprobs: np.ndarray) -> Judgement:
     """λ (n, 3) → p_J = softmax(λ) per row; rows with every λ = −∞ become uniform (mass 0)."""
     lam = np.asarray(label_logprobs, dtype=np.float64)

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from valuedrift.adapters import quantization_config
 from valuedrift.algorithms.base import BuildContext, DataKind
 from valuedrift.algorithms.registry import algorithm_hparams, get_algorithm
 from valuedrift.config.schema.params import Params
@@ -21,7 +22,8 @@ from valuedrift.config.schema.parse import flatten
 from valuedrift.core.errors import ConfigError
 from valuedrift.core.io import file_digest, read_records
 from valuedrift.core.paths import DATA, PREFERENCES_DIR, SFT_RUNS, gap_files, preference_file
-from valuedrift.tracking import Tracker
+from valuedrift.data.frames import PAIR_KEYS, pairs_frame
+from valuedrift.tracking import Tracker, dataset_source
 from valuedrift.train.scaffold import (
     RunPlan,
     TracedRun,
@@ -33,9 +35,6 @@ from valuedrift.train.scaffold import (
 )
 
 log = logging.getLogger(__name__)
-
-PAIR_KEYS = ("prompt", "chosen", "rejected")
-
 
 def sft_final(params: Params, runs: Path = SFT_RUNS) -> Path:
     """The SFT checkpoint a preference run of seed ``params.seed`` starts from: the same seed's
@@ -52,16 +51,6 @@ def to_unpaired(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def pairs_frame(rows: list[dict[str, Any]]) -> Any:
-    """The preference set as a table (MLflow dataset input): prompt, chosen, rejected and their stances."""
-    import pandas as pd
-
-    return pd.DataFrame(
-        [{**{k: r[k][-1]["content"] for k in PAIR_KEYS}, "chosen_stance": r.get("chosen_stance"),
-          "rejected_stance": r.get("rejected_stance")} for r in rows]
-    )
-
-
 def log_preference_set(tracker: Tracker, processed: Path, name: str) -> None:
     """Record on an open MLflow run the set's generator parameters (``pref.*``), its resolved target and
     measured gap (``pref.gap.<stance>``), and its gap analysis as artifacts (``preferences/``). The dataset
@@ -75,15 +64,22 @@ def log_preference_set(tracker: Tracker, processed: Path, name: str) -> None:
     if data_file.exists() and meta.get("data_sha256") not in (None, file_digest(data_file)):
         log.warning("%s was regenerated after its gap analysis; the logged analysis may be stale", data_file)
     logged = {f"pref.{k}": v for k, v in flatten(meta.get("params") or {}).items()}
-    for k in ("name", "condition", "target", "requested_gap", "generator", "seed", "labels", "n_pairs", "data_sha256"):
+    for k in ("name", "condition", "target", "requested_gap", "generator", "seed", "labels", "n_pairs", "data_sha256", "digest"):
         if k in meta:
             logged[f"pref.{k}"] = meta[k]
+    logged.update({f"pref.source.{k}": v for k, v in flatten(meta.get("source") or {}).items()})
     logged.update({f"pref.sft_profile.{s}": round(v, 6) for s, v in (meta.get("sft_profile") or {}).items()})
     logged.update({f"pref.gap.{s}": round(v, 6) for s, v in meta.get("gap", {}).items()})
     tracker.log_params(logged)
     for path in files.values():
         if path.exists():
             tracker.log_artifact(path, PREFERENCES_DIR)
+
+
+def set_source(processed: Path, name: str) -> dict[str, Any] | None:
+    """Where a preference set read from a dataset came from (its gap json's ``source``); None otherwise."""
+    path = gap_files(processed, name)["json"]
+    return json.loads(path.read_text()).get("source") if path.exists() else None
 
 
 def po_inputs(params: Params, algorithm: str, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +128,7 @@ def run_po(
             model=model, tokenizer=tokenizer, dataset=dataset, train_kwargs=kwargs, hparams=hparams,
             max_length=cfg.max_length, callbacks=trainer_callbacks, run_dir=traced.tracer.run_dir,
             model_path=Path(sft_model), log_callbacks=log_callbacks(traced.tracker if traced.tracker.run_id else None),
+            adapter=cfg.peft, quantization=quantization_config(cfg.peft, params.model.dtype, params.model.device, "po.peft"),
         )
         log.info("%s: %s (needs %s)", algorithm, algo.description, algo.needs())
         return algo.build(ctx)
@@ -142,9 +139,11 @@ def run_po(
 
     plan = RunPlan(
         kind="po", name=run_name, run_name=run_name, train=cfg, start_model=Path(sft_model), data_file=data_file,
-        inputs=po_inputs(params, algorithm, hparams), build_trainer=build, algorithm=algorithm,
+        inputs=po_inputs(params, algorithm, hparams), build_trainer=build, n_examples=algo.examples(len(paired), hparams),
+        algorithm=algorithm,
         tags={"preference_set": pref_set, "sft_model": str(sft_model), **{f"needs.{k}": str(v) for k, v in algo.needs().items()}},
         mlflow_params={**flat_params(params, "po"), **{f"hp.{k}": v for k, v in hparams.items()}},
         frame=pairs_frame(rows), input_name=f"preferences/{pref_set}", before_train=before_train,
+        input_source=dataset_source(set_source(processed, pref_set), str(data_file)),
     )
     return train_traced(params, plan, out_root, callbacks, data_dir).path

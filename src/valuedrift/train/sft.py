@@ -7,24 +7,27 @@ scaffold (:mod:`valuedrift.train.scaffold`) resumes, traces, logs and saves.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from valuedrift.adapters import lora_config
 from valuedrift.config.schema.params import Params
 from valuedrift.core.errors import ConfigError
 from valuedrift.core.io import read_records
 from valuedrift.core.paths import BASE_EVAL, DATA, corpus_file
+from valuedrift.data.frames import corpus_frame
+from valuedrift.tracking import dataset_source
 from valuedrift.train.scaffold import RunPlan, TracedRun, flat_params, run_inputs, train_traced
 
 
-def corpus_frame(rows: list[dict[str, Any]]) -> Any:
-    """The corpus as a table (MLflow dataset input): prompt, completion, kind, stance."""
-    import pandas as pd
-
-    return pd.DataFrame(
-        {"prompt": [r["prompt"][0]["content"] for r in rows], "completion": [r["completion"][0]["content"] for r in rows],
-         "kind": [r.get("kind") for r in rows], "stance": [r.get("stance") for r in rows]}
-    )
+def corpus_source(processed: Path, corpus: str) -> dict[str, Any] | None:
+    """Where a corpus read from a dataset came from (``processed/sft/summary.json``, ``source``); None for an
+    authored corpus or a summary that predates the field."""
+    summary = Path(processed) / "sft" / "summary.json"
+    if not summary.exists():
+        return None
+    return (json.loads(summary.read_text()).get("corpora", {}).get(corpus) or {}).get("source")
 
 
 def run_sft(
@@ -57,13 +60,15 @@ def run_sft(
 
         dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
         args = SFTConfig(**kwargs, max_length=cfg.max_length, packing=False)
-        return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=trainer_callbacks)
+        return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=trainer_callbacks,
+                          peft_config=lora_config(cfg.peft))
 
     plan = RunPlan(
         kind="sft", name=corpus, run_name=f"sft-{corpus}", train=cfg, start_model=Path(base_model), data_file=data_file,
         inputs=run_inputs(params, "sft"),
-        build_trainer=build, tags={"corpus": corpus}, mlflow_params=flat_params(params, "sft"),
+        build_trainer=build, n_examples=len(rows), tags={"corpus": corpus}, mlflow_params=flat_params(params, "sft"),
         frame=corpus_frame(rows), input_name=f"sft/{corpus}",
+        input_source=dataset_source(corpus_source(processed, corpus), str(data_file)),
         before_train=(lambda traced: traced.adopt_start(start_eval)) if start_eval is not None else None,
     )
     return train_traced(params, plan, out_root, callbacks, data_dir).path

@@ -275,6 +275,18 @@ def check_tune_against_params(params: Params) -> None:
         f"{t.preference_set!r} is not defined in prepare_data.preference_sets ({', '.join(params.prepare_data.preference_sets)})",
     )
     check(
+        params.prepare_data.preference_sets[t.preference_set].generator != "source",
+        "tune.preference_set",
+        f"{t.preference_set!r} reads a dataset (generator: source); a sweep rebuilds its set with each trial's gap, "
+        "so it needs a synthetic set (generator bank, hf or openai)",
+    )
+    check(
+        "steps" not in t.space or params.po.num_train_epochs is None,
+        "tune.space.steps",
+        f"sweeps po.max_steps, but po trains by epochs (po.num_train_epochs: {params.po.num_train_epochs}): drop "
+        "the steps dimension, or set po.max_steps and po.num_train_epochs: null",
+    )
+    check(
         t.split == "all" or t.split in params.eval.splits,
         "tune.split",
         f"{t.split!r} is not scored: eval.splits is {params.eval.splits}",

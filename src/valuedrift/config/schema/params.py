@@ -53,8 +53,13 @@ class Params:
         for i, name in enumerate(self.judge_eval.judges):
             check_defined(name, self.eval.judges, f"judge_eval.judges[{i}]", "eval.judges")
         for name, pref in self.prepare_data.preference_sets.items():
-            if pref.generator != "bank":
+            if pref.generator in ("hf", "openai"):
                 check_defined(pref.lm.judge, self.eval.judges, f"prepare_data.preference_sets.{name}.lm.judge", "eval.judges")
+        sources = [(f"prepare_data.corpora.{n}", c.source) for n, c in self.prepare_data.corpora.items()]
+        sources += [(f"prepare_data.preference_sets.{n}", s.source) for n, s in self.prepare_data.preference_sets.items()]
+        for key, src in sources:
+            if src is not None and src.judge:
+                check_defined(src.judge, self.eval.judges, f"{key}.source.judge", "eval.judges")
         for i, name in enumerate(self.po.preference_sets):
             check_defined(name, self.prepare_data.preference_sets, f"po.preference_sets[{i}]", "prepare_data.preference_sets")
 

@@ -25,6 +25,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:  # X | None given a value: X's own error (a section's names its inner key)
+            return _coerce(value, rest[0], key)
         for a in args:
             if a is type(None):
                 continue

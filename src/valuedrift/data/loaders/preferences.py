@@ -107,7 +107,9 @@ def hh_pair(row: dict[str, Any], where: Where, index: int) -> dict[str, Any]:
     return make_pair(chosen, rejected, where, "hh-rlhf", str(index))
 
 
-def _collect(source: str, split: str, limit: int, parse: Any, name: str, **kw: Any) -> list[dict[str, Any]]:
+def collect(source: str, split: str, limit: int, parse: Any, name: str, **kw: Any) -> list[dict[str, Any]]:
+    """``parse(row, where, index)`` over the records of ``source`` (``kw``: :func:`records`' options), up to
+    ``limit`` rows kept (0 = all); rows that raise :class:`Unusable` are skipped and counted."""
     out: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
     for i, (where, row) in enumerate(records(source, split, **kw)):
@@ -122,14 +124,16 @@ def _collect(source: str, split: str, limit: int, parse: Any, name: str, **kw: A
     return out
 
 
-def load_ultrafeedback(source: str = ULTRAFEEDBACK_ID, split: str = "train_prefs", limit: int = 0) -> list[dict[str, Any]]:
+def load_ultrafeedback(source: str = ULTRAFEEDBACK_ID, split: str = "train_prefs", limit: int = 0,
+                       revision: str | None = None) -> list[dict[str, Any]]:
     """UltraFeedback binarized → pairs; ``limit`` counts pairs kept (0 = all)."""
-    return _collect(source, split, limit, ultrafeedback_pair, "UltraFeedback")
+    return collect(source, split, limit, ultrafeedback_pair, "UltraFeedback", revision=revision)
 
 
-def load_hh_rlhf(source: str = HH_RLHF_ID, split: str = "train", limit: int = 0, data_dir: str | None = None) -> list[dict[str, Any]]:
+def load_hh_rlhf(source: str = HH_RLHF_ID, split: str = "train", limit: int = 0, data_dir: str | None = None,
+                 revision: str | None = None) -> list[dict[str, Any]]:
     """HH-RLHF → pairs; ``data_dir`` picks a subset (``harmless-base``, …; None = all of them)."""
-    return _collect(source, split, limit, hh_pair, "HH-RLHF", data_dir=data_dir)
+    return collect(source, split, limit, hh_pair, "HH-RLHF", data_dir=data_dir, revision=revision)
 
 
 LOADERS = {"ultrafeedback": load_ultrafeedback, "hh-rlhf": load_hh_rlhf}

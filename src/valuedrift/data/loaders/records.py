@@ -2,8 +2,8 @@
 
 ``source`` is one of
 
-- a hub id (``org/name``): ``load_dataset(id, name=config, data_dir=data_dir, split=split)`` (needs a
-  connection or a warm HF cache);
+- a hub id (``org/name``): ``load_dataset(id, name=config, data_dir=data_dir, split=split,
+  revision=revision)`` (needs a connection or a warm HF cache; ``revision`` pins the dataset's git revision);
 - a local folder laid out like the hub repository (``data/train-00000-of-00001.parquet``,
   ``harmless-base/train.jsonl.gz``, …): the same call on the folder, so ``datasets`` infers the splits
   from the file names exactly as it does for the hub;
@@ -36,9 +36,11 @@ def _builder(path: Path) -> str:
 
 
 def records(
-    source: str, split: str = "train", config: str | None = None, data_dir: str | None = None, limit: int = 0
+    source: str, split: str = "train", config: str | None = None, data_dir: str | None = None, limit: int = 0,
+    revision: str | None = None,
 ) -> Iterator[tuple[Where, dict[str, Any]]]:
-    """Yield ``(where, record)`` for the first ``limit`` records (0 = all) of ``source``'s ``split``."""
+    """Yield ``(where, record)`` for the first ``limit`` records (0 = all) of ``source``'s ``split``
+    (``revision``: hub ids only; a local path has none)."""
     from datasets import load_dataset
 
     path = Path(source).expanduser()
@@ -51,7 +53,8 @@ def records(
         if not path.is_dir() and source.startswith((".", "/", "~")):
             raise DataError(source, None, "local path does not exist")
         try:
-            ds = load_dataset(str(path) if path.is_dir() else source, name=config, data_dir=data_dir, split=split)
+            hub = {} if path.is_dir() else {"revision": revision}
+            ds = load_dataset(str(path) if path.is_dir() else source, name=config, data_dir=data_dir, split=split, **hub)
         except ValueError as e:  # e.g. an unknown split: name what exists
             raise DataError(source, None, f"cannot load split {split!r}: {e}") from e
         it = (((f"{source}[{split}] row {i}", None), r) for i, r in enumerate(ds))

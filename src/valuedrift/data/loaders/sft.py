@@ -55,9 +55,9 @@ def alpaca_row(row: dict[str, Any], where: Where, index: int) -> dict[str, Any]:
     return sft_row([{"role": "user", "content": prompt}], field(row, "output", where).strip(), "alpaca", str(index))
 
 
-def load_alpaca(source: str = ALPACA_ID, split: str = "train", limit: int = 0) -> list[dict[str, Any]]:
+def load_alpaca(source: str = ALPACA_ID, split: str = "train", limit: int = 0, revision: str | None = None) -> list[dict[str, Any]]:
     """Alpaca instruction/input/output records → prompt/completion rows."""
-    return [alpaca_row(row, where, i) for i, (where, row) in enumerate(records(source, split, limit=limit))]
+    return [alpaca_row(row, where, i) for i, (where, row) in enumerate(records(source, split, limit=limit, revision=revision))]
 
 
 def wildchat_row(row: dict[str, Any], where: Where) -> dict[str, Any] | None:
@@ -76,10 +76,11 @@ def load_wildchat(
     limit: int = 0,
     language: str | None = "English",
     keep_toxic: bool = False,
+    revision: str | None = None,
 ) -> list[dict[str, Any]]:
     """WildChat conversations → prompt/completion rows; ``limit`` counts rows kept (0 = all)."""
     out, skipped = [], {"language": 0, "toxic or redacted": 0, "no assistant reply": 0}
-    for where, row in records(source, split):
+    for where, row in records(source, split, revision=revision):
         if language is not None and row.get("language") != language:
             skipped["language"] += 1
             continue
