@@ -81,7 +81,8 @@ def params_yaml() -> dict:
 def substitutions(key: str) -> list[str]:
     """``key`` with ``${item.*}`` / ``${key}`` replaced by each real name from params.yaml."""
     p = params_yaml()
-    names = {"${key}": list(p["prepare_data"]["preference_sets"]), "${item.algorithm}": list(p["po"]["algorithms"]),
+    foreach = "corpora" if key.startswith("prepare_data.corpora.${key}") else "preference_sets"  # the stage's foreach
+    names = {"${key}": list(p["prepare_data"][foreach]), "${item.algorithm}": list(p["po"]["algorithms"]),
              "${item.corpus}": list(p["sft"]["corpora"]), "${item.pref}": list(p["po"]["preference_sets"])}
     for var, values in names.items():
         if var in key:
@@ -115,9 +116,21 @@ def documented(key: str) -> bool:
     return True
 
 
+def listed_params(name: str) -> list[str]:
+    """A stage's ``params:`` keys: plain keys, or (a DVC subproject such as sweeps/) keys of ``../params.yaml``."""
+    out = []
+    for entry in stage_body(name).get("params", []):
+        if isinstance(entry, dict):
+            assert list(entry) == ["../params.yaml"], f"{name}: params from another file than params.yaml: {entry}"
+            out += entry["../params.yaml"]
+        else:
+            out.append(entry)
+    return out
+
+
 @pytest.mark.parametrize("name", list(STAGES))
 def test_dvc_params_equal_table(name: str) -> None:
-    listed = stage_body(name).get("params", [])
+    listed = listed_params(name)
     assert all(isinstance(k, str) for k in listed), f"{name}: only plain params keys are supported: {listed}"
     table = set(fingerprint_keys(name))
     extra, missing = sorted(set(listed) - table), sorted(table - set(listed))

@@ -46,6 +46,7 @@ SAMPLED_EVAL: tuple[str, ...] = (
 # the TrainConfig keys of a training section (train/scaffold.py: training_kwargs; sft/po max_length)
 TRAIN_KEYS: tuple[str, ...] = (
     "max_steps",
+    "num_train_epochs",
     "learning_rate",
     "batch_size",
     "grad_accum",
@@ -55,6 +56,7 @@ TRAIN_KEYS: tuple[str, ...] = (
     "lr_scheduler",
     "weight_decay",
     "gradient_checkpointing",
+    "peft",
 )
 
 
@@ -84,8 +86,13 @@ STAGES: dict[str, Stage] = {
             "eval.ci",
             "model",  # LM generators (generator: hf | openai) load the writer and the judge with it
             "eval.judges",  # LM generators: the judge entry lm.judge
+            "eval.paper.judge",  # the default judge of a dataset-sourced set's gap analysis (source.judge)
             "prepare_data.preference_sets.${key}",
         ),
+    ),
+    "stance_mix": Stage(
+        "valuedrift.stages.stance_mix",
+        ("model", "tracking", "eval.judges", "eval.paper.judge", "prepare_data.corpora.${key}"),
     ),
     "po": Stage(
         "valuedrift.stages.po",
@@ -164,6 +171,8 @@ STAGES: dict[str, Stage] = {
             "eval.ci",
             "sft.corpora",
             "sft.max_steps",
+            "sft.num_train_epochs",
+            "sft.peft",
             "sft.learning_rate",
             "sft.batch_size",
             "sft.grad_accum",
@@ -172,6 +181,8 @@ STAGES: dict[str, Stage] = {
             "po.algorithms",
             "po.preference_sets",
             "po.max_steps",
+            "po.num_train_epochs",
+            "po.peft",
             "po.learning_rate",
             "po.eval_every",
             "prepare_data.corpora",
