@@ -43,8 +43,8 @@ run: data
 	@start=$$(date +%s); PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro && \
 	  t=$$(( $$(date +%s) - start )); echo "make run: dvc repro finished in $$((t / 60)) min $$((t % 60)) s"
 
-sweep: data   # the Optuna study (sweeps/dvc.yaml), after `make run`
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro sweeps/dvc.yaml
+sweep: data   # the Optuna study (sweeps/dvc.yaml, a DVC subproject), after `make run`
+	cd sweeps && PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/dvc repro
 
 full-study: data   # the paper-shaped study (profiles/full_study.yaml) as a DVC experiment: hours on 2 CPU cores
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run $$($(BIN)/valuedrift profile profiles/full_study.yaml)

@@ -35,6 +35,10 @@ def repo(tmp_path_factory) -> Iterator[tuple[Path, dict[str, str]]]:
         shutil.copy(ROOT / name, d / name)
     shutil.copytree(ROOT / "src", d / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "data", d / "data")
+    (d / "sweeps" / ".dvc").mkdir(parents=True)  # the sweep pipeline, a DVC subproject (as in the repository)
+    shutil.copy(ROOT / "sweeps" / "dvc.yaml", d / "sweeps" / "dvc.yaml")
+    config = (ROOT / "sweeps" / ".dvc" / "config").read_text()
+    (d / "sweeps" / ".dvc" / "config").write_text(config + "[core]\n    no_scm = true\n")  # this copy has no git
     p = tiny_params_dict()
     p["po"]["algorithms"] = ["dpo"]
     p["po"]["preference_sets"] = ["value_gap"]  # one preference run keeps the suite's budget
@@ -68,7 +72,9 @@ def test_repro_produces_traced_runs_and_clean_status(repo):
     assert "## Instrument" in report and "| classifier | generations_test |" in report
     assert "## Design targets of the default study" in report and "judged route (classifier judge)" in report
     status = _run(["dvc", "status", "--json"], d, env)
-    assert json.loads(status.stdout or "{}") == {}, status.stdout
+    assert json.loads(status.stdout or "{}") == {}, status.stdout  # the sweep subproject is not reported here
+    sweep_status = json.loads(_run(["dvc", "status", "--json"], d / "sweeps", env).stdout or "{}")
+    assert list(sweep_status) == ["tune"], sweep_status  # ... but in its own folder: never run yet
 
 
 def test_dvc_metrics_and_plots(repo):

@@ -13,8 +13,9 @@ from valuedrift.config.schema.stage_table import STAGES
 ROOT = Path(".").resolve()
 
 
-def cover(files: list[Path]) -> list[str]:
-    """The fewest dep entries that cover ``files``: a folder when all its modules are in, else the files."""
+def cover(files: list[Path], base: Path = ROOT) -> list[str]:
+    """The fewest dep entries that cover ``files``: a folder when all its modules are in, else the files;
+    relative to ``base`` (the dvc.yaml's folder: sweeps/ is a DVC subproject whose paths start with ``../``)."""
     files = set(files)
     dirs = sorted(
         {p for f in files for p in f.parents if ROOT / "src/valuedrift" in (p, *p.parents)},
@@ -33,7 +34,8 @@ def cover(files: list[Path]) -> list[str]:
     rel = [str(p.relative_to(ROOT)) for p in res]
     top = sorted(r for r in rel if r.count("/") == 2 and r.endswith(".py"))
     top = sorted(top, key=lambda r: (r != "src/valuedrift/cli.py", r))
-    return top + sorted(r for r in rel if r not in top)
+    prefix = "../" * len(base.resolve().relative_to(ROOT).parts)
+    return [prefix + r for r in top + sorted(r for r in rel if r not in top)]
 
 
 def main() -> None:
@@ -52,13 +54,13 @@ def main() -> None:
                 i += 1
                 keep = []
                 while i < len(lines) and re.match("^" + ind + r"- ", lines[i]):
-                    if not lines[i].strip().startswith("- src/valuedrift"):
+                    if not re.match(r"- (\.\./)*src/valuedrift", lines[i].strip()):
                         keep.append(lines[i])
                     i += 1
                 files = [
                     t.module_file(mm).resolve() for mm in t.closure(STAGES[stage].module, "valuedrift.cli")
                 ]
-                out += keep + [f"{ind}- {d}" for d in cover(files)]
+                out += keep + [f"{ind}- {d}" for d in cover(files, (ROOT / fname).parent)]
                 continue
             out.append(line)
             i += 1

@@ -7,8 +7,8 @@ is missing), then writes, from the whole study (every worker's trials):
 - ``<out>/best_params.yaml``: the best trial, or the Pareto front for several objectives, as Optuna
   parameters, as params.yaml keys, and as a ready ``dvc exp run -S …`` command;
 - ``<out>/trials.csv``: one row per trial (state, values, parameters, worker, MLflow run id);
-- ``--metrics`` (``metrics/sweep.json``): trial counts, best values, parameter importances;
-- ``--plots`` (``plots/sweep/``): optimisation history, parameter importances and parallel coordinates
+- ``--metrics`` (``sweeps/metrics/sweep.json``): trial counts, best values, parameter importances;
+- ``--plots`` (``sweeps/plots/sweep/``): optimisation history, parameter importances and parallel coordinates
   per objective (+ the Pareto front), each as PNG (matplotlib) and HTML (plotly; ``plotly.min.js`` once,
   beside them, so the pages open offline).
 
@@ -206,9 +206,9 @@ def start_workers(a: argparse.Namespace, sft_model: Path, indices: range, thread
 def main(argv: list[str] | None = None) -> None:
     ap = stage_parser("sweep", __doc__, raw_doc=True)
     ap.add_argument("--sft-model", default=None, help="start checkpoint of every trial (default: runs/sft/<po.start_from>/final)")
-    ap.add_argument("--out", default="tune", help="working files in <out>/work/<study>; best_params.yaml and trials.csv in <out>")
-    ap.add_argument("--metrics", default="metrics/sweep.json")
-    ap.add_argument("--plots", default="plots/sweep")
+    ap.add_argument("--out", default="sweeps/tune", help="working files in <out>/work/<study>; best_params.yaml and trials.csv in <out>")
+    ap.add_argument("--metrics", default="sweeps/metrics/sweep.json")
+    ap.add_argument("--plots", default="sweeps/plots/sweep")
     ap.add_argument("--workers", type=int, default=None, help="worker processes on this machine (default: tune.workers)")
     ap.add_argument("--worker-index", type=int, default=0, help="this worker's index (seeds its sampler: seed + index)")
     ap.add_argument("--n-trials", type=int, default=None, help="override tune.n_trials (finished trials the study should hold)")
