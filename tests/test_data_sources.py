@@ -317,3 +317,51 @@ def test_stance_mix_errors_name_the_flag(prepared, capsys):
     assert rc == 2 and "--corpus: 'nope' is not in prepare_data.corpora" in capsys.readouterr().err
     rc = cli.main(["stance-mix", "--params", str(params), "--processed", str(out), "--corpus", "js", "--judge", "gpt9"])
     assert rc == 2 and "--judge: 'gpt9' is not defined in eval.judges" in capsys.readouterr().err
+
+
+def trained_input(run_dir: Path, uri: str) -> tuple[list[int], object]:
+    """(traced steps, the MLflow dataset input) of a finished training run."""
+    import mlflow
+
+    traj = json.loads((run_dir / "trajectory.json").read_text())
+    run = mlflow.tracking.MlflowClient(uri).get_run((run_dir / "mlflow_run_id").read_text().strip())
+    return [c["step"] for c in traj["checkpoints"]], run.inputs.dataset_inputs[0].dataset
+
+
+def tiny_run_params(params_file: Path, model: Path):
+    p = yaml.safe_load(params_file.read_text())
+    p["model"]["name"] = str(model)
+    p["eval"]["capability_rows"] = 0
+    for section in ("sft", "po"):
+        p[section].update(max_steps=2, eval_every=1, batch_size=2)
+    return parse_params(p)
+
+
+@pytest.mark.parametrize("name", sorted(CORPORA))
+def test_each_sft_source_kind_trains_the_tiny_model(prepared, tiny_model_dir, tmp_path, mlflow_uri, monkeypatch, name):
+    """prepare_data → sft end to end: the sourced corpus trains, is traced, and is the run's MLflow input."""
+    from valuedrift.train.sft import run_sft
+
+    monkeypatch.chdir(ROOT)
+    params_file, processed = prepared
+    run_dir = run_sft(tiny_run_params(params_file, tiny_model_dir), tiny_model_dir, processed, tmp_path / "runs", name,
+                      start_eval=None)
+    steps, dataset = trained_input(run_dir, mlflow_uri)
+    assert steps == [0, 1, 2]
+    summary = json.loads((processed / "sft" / "summary.json").read_text())["corpora"][name]
+    assert dataset.digest == summary["digest"] and CORPORA[name]["source"]["path"] in dataset.source
+
+
+@pytest.mark.parametrize("name", ["uf", "hh", "js"])
+def test_each_preference_source_kind_trains_the_tiny_model_with_dpo(judged_sets, tiny_model_dir, tmp_path, mlflow_uri,
+                                                                    monkeypatch, name):
+    """preferences → po end to end: a dataset-sourced set trains with DPO from the tiny model."""
+    from valuedrift.train.po import run_po
+
+    monkeypatch.chdir(ROOT)
+    params_file, out = judged_sets
+    params = tiny_run_params(params_file, tiny_model_dir)
+    run_dir = run_po(params, tiny_model_dir, out.parent, tmp_path / "runs", "dpo", name)
+    steps, dataset = trained_input(run_dir, mlflow_uri)
+    meta = json.loads((out / f"{name}.gap.json").read_text())
+    assert steps == [0, 1, 2] and dataset.digest == meta["digest"] and meta["source"]["path"] in dataset.source
