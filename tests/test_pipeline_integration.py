@@ -47,6 +47,8 @@ def repo(tmp_path_factory) -> Iterator[tuple[Path, dict[str, str]]]:
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}"}
     _run(["dvc", "init", "--no-scm", "-q"], d, env)
     _run(["dvc", "config", "cache.type", "hardlink,copy"], d, env)
+    (d / ".dvc" / "plots").mkdir(exist_ok=True)  # the repository's custom plot template (Δv with its CI band)
+    shutil.copy(ROOT / ".dvc" / "plots" / "delta.json", d / ".dvc" / "plots" / "delta.json")
     _run(["dvc", "repro"], d, env, timeout=1200)
     yield d, env
     shutil.rmtree(d, ignore_errors=True)
@@ -77,11 +79,35 @@ def test_repro_produces_traced_runs_and_clean_status(repo):
     assert list(sweep_status) == ["tune"], sweep_status  # ... but in its own folder: never run yet
 
 
+def numbers(obj) -> list[float]:
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in numbers(v)]
+    return [obj] if isinstance(obj, int | float) and not isinstance(obj, bool) else []
+
+
 def test_dvc_metrics_and_plots(repo):
     d, env = repo
-    metrics = json.loads(_run(["dvc", "metrics", "show", "--json"], d, env).stdout)
-    text = json.dumps(metrics)
-    assert "sft/neutral_heavy" in text and "magnitude" in text and "drift_time" in text
+    shown = _run(["dvc", "metrics", "show", "--json"], d, env)
+    assert "failed to load" not in shown.stderr.lower(), shown.stderr
+    metrics = json.loads(shown.stdout)["workspace"]["data"]
+    assert list(metrics) == ["metrics/headline.json"]  # one small file: fits on a screen
+    head = metrics["metrics/headline.json"]["data"]
+    assert set(head["sft/neutral_heavy:neutral"]) == {"drift", "ci_lo", "ci_hi", "drift_time"}
+    assert any(k.startswith("po/dpo-value_gap:") for k in head) and 0 <= head["judge_accuracy"] <= 1
+    assert len(numbers(head)) <= 15
+    plots = json.loads(_run(["dvc", "plots", "show", "--json"], d, env).stdout)
+    assert not plots.get("errors"), plots.get("errors")
+    delta = plots["data"]["plots/judged/delta_all.csv"][0]["content"]
+    spec = json.dumps(delta["spec"])
+    assert '"field": "chain_step"' in spec and '"field": "dv"' in spec and '"field": "dv_lo"' in spec
+    rows = delta["data"]["values"]
+    assert {r["run"] for r in rows} == {"sft/neutral_heavy", "po/dpo-value_gap"}
+    assert {r["stance"] for r in rows} == {"support", "neutral", "oppose"}
+    sft_end = max(int(r["chain_step"]) for r in rows if r["run"] == "sft/neutral_heavy")
+    assert min(int(r["chain_step"]) for r in rows if r["run"] == "po/dpo-value_gap") == sft_end  # one chain axis
+    bars = plots["data"]["plots/drift_bars.csv"][0]["content"]
+    assert len(bars["data"]["values"]) == 2 and '"field": "magnitude"' in json.dumps(bars)  # one bar per run
+    assert any(k.endswith("drift_bars.png") for k in plots["data"])  # the PNG figures are image plots
     _run(["dvc", "plots", "show", "-o", str(d / "plots_html")], d, env)
     assert (d / "plots_html" / "index.html").exists()
     assert (d / "plots" / "trajectories.png").stat().st_size > 10_000

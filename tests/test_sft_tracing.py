@@ -79,3 +79,36 @@ def test_capability_probe_logged_and_held_out_of_training(sft_run):
     corpus = run_dir.parent.parent.parent / "processed" / "sft" / f"{run_dir.name}.jsonl"
     used = {obj["source_id"] for _, obj in iter_jsonl(corpus) if obj["kind"] == "general"}
     assert used and not used & held
+
+
+def test_the_run_logs_its_own_drift_as_the_drift_stage_computes_it(sft_run):
+    """drift/<split>/<stance>/magnitude (with its CI) and .../time at the last step: the drift stage's numbers."""
+    from valuedrift.reporting.runs import compute
+
+    run_dir, params, uri = sft_run
+    run = mlflow.tracking.MlflowClient(uri).get_run((run_dir / "mlflow_run_id").read_text().strip())
+    per_run, _ = compute(run_dir.parent.parent, params.eval.bootstrap, params.eval.ci, params.seed)
+    table = per_run[(per_run.topic == "all")].set_index(["split", "stance"])
+    for split in ("dev", "test", "all"):
+        for s in ("support", "neutral", "oppose"):
+            key = f"drift/{split}/{s}"
+            assert run.data.metrics[f"{key}/magnitude"] == pytest.approx(table.at[(split, s), "magnitude"])
+            assert run.data.metrics[f"{key}/magnitude_lo"] <= run.data.metrics[f"{key}/magnitude"] <= run.data.metrics[f"{key}/magnitude_hi"]
+            assert run.data.metrics[f"{key}/time"] == pytest.approx(table.at[(split, s), "drift_time"])
+
+
+def test_every_checkpoint_is_a_logged_model_with_its_stance_metrics_and_tables(sft_run):
+    """MLflow 3 logged models without artifacts (the weights stay DVC outputs), ranked by stance in the UI."""
+    run_dir, params, uri = sft_run
+    client = mlflow.tracking.MlflowClient(uri)
+    run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
+    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    mine = sorted((m for m in models if m.source_run_id == run.info.run_id), key=lambda m: int(m.tags["step"]))
+    assert [m.name for m in mine] == [f"sft-{run_dir.name}-step-{s}" for s in (0, 1, 2)]
+    traj = json.loads((run_dir / "trajectory.json").read_text())
+    for m, c in zip(mine, traj["checkpoints"], strict=True):
+        support = next(r for r in c["trace"] if r["split"] == "all" and r["topic"] == "all")["support"]
+        linked = {x.key: x.value for x in m.metrics}
+        assert linked["stance/all/support"] == pytest.approx(support) and "final" in m.tags["weights"]
+    tables = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
+    assert tables == {f"tables/step_{s:06d}.json" for s in (0, 1, 2)}

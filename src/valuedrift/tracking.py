@@ -272,8 +272,23 @@ class Tracker:
         hist = self._safe(self.client().get_metric_history, self.run_id, key) or []
         return {m.step for m in hist}
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self._safe(self.mlflow.log_metrics, metrics, step=step)
+    def log_metrics(self, metrics: dict[str, float], step: int, model_id: str | None = None) -> None:
+        """Metrics at ``step``; with ``model_id`` also linked to that logged model (a checkpoint)."""
+        self._safe(self.mlflow.log_metrics, metrics, step=step, model_id=model_id)
+
+    def checkpoint_model(self, name: str, step: int, tags: dict[str, str]) -> str | None:
+        """An MLflow 3 logged model for the checkpoint at ``step`` of this run, without artifacts: the weights
+        stay in the run folder and the DVC cache (``tags`` say where), so the UI's Models tab lists and ranks
+        every checkpoint by the stance metrics logged against it. Returns its id (None when untracked)."""
+        if self.run_id is None:
+            return None
+        model = self._safe(self.mlflow.create_external_model, name=name, source_run_id=self.run_id,
+                           tags={**redact_mapping(tags), "step": str(step)}, model_type="checkpoint")
+        return None if model is None else model.model_id
+
+    def log_table(self, df: Any, artifact_file: str) -> None:
+        """A table as an MLflow table artifact (shown, and searchable, in the run's Evaluation / artifacts view)."""
+        self._safe(self.mlflow.log_table, df, artifact_file)
 
     def log_params(self, params: dict[str, Any]) -> None:
         self._safe(self.mlflow.log_params, mlflow_params(params))

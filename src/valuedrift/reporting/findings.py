@@ -20,6 +20,7 @@ in the report next to each verdict):
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,3 +299,52 @@ def design_targets(summary: pd.DataFrame, infos: list[PhaseInfo], majority: dict
 def targets_table(targets: list[Target]) -> pd.DataFrame:
     return pd.DataFrame([{"target": t.target, "measured (95% CI)": t.measured,
                           "met": "not tested" if t.met is None else ("yes" if t.met else "**no**")} for t in targets])
+
+
+# --------------------------------------------------------------------------------------------------
+# One number per run: the drift toward the stance the run is about (the bar plot, the headline metrics)
+# --------------------------------------------------------------------------------------------------
+
+
+def corpus_majority(corpora: Mapping[str, Any]) -> dict[str, str]:
+    """Each authored corpus's majority stance (a corpus read from a dataset has no authored mix: absent)."""
+    return {name: max(mix.mix, key=mix.mix.get) for name, mix in corpora.items() if mix.source is None}
+
+
+def toward_rows(summary: pd.DataFrame, infos: list[PhaseInfo], majority: dict[str, str]) -> pd.DataFrame:
+    """Per run, the drift of the stance it is about, on all probes: an SFT corpus's majority stance, a
+    value-gap set's target, and for a style-only set (no target) the stance that moved most (``toward``
+    says which)."""
+    recs = []
+    for i in infos:
+        if i.kind == "sft":
+            stance, toward = majority.get(i.name), "majority"
+        elif not i.style_only and i.target:
+            stance, toward = i.target, "target"
+        else:
+            stance, toward = (largest_drift(summary, i.phase)[0] if not _rows(summary, i.phase, ALL).empty else None), "largest"
+        r = _rows(summary, i.phase, ALL)
+        if stance is None or r.empty or stance not in r.index:
+            continue
+        recs.append({"run": i.label, "phase": i.phase, "stance": stance, "toward": toward,
+                     "magnitude": float(r.at[stance, "magnitude"]), "ci_lo": float(r.at[stance, "ci_lo"]),
+                     "ci_hi": float(r.at[stance, "ci_hi"]), "drift_time": float(r.at[stance, "drift_time"]),
+                     "seeds": int(r.at[stance, "n_seeds"])})
+    return pd.DataFrame(recs)
+
+
+def headline_metrics(toward: pd.DataFrame, judge_accuracy: float | None) -> dict[str, Any]:
+    """The few numbers ``dvc metrics show`` / ``dvc exp show`` lead with (metrics/headline.json): per SFT run
+    its majority-stance drift with CI bounds and drift time, per value-gap run its target drift with CI
+    bounds, and the judge's held-out accuracy. Keys name the run and the stance; values are numbers only."""
+    out: dict[str, Any] = {}
+    for r in toward.itertuples(index=False):
+        if r.toward == "largest":
+            continue  # style-only runs: in metrics/*/drift_summary.csv
+        rec = {"drift": round(r.magnitude, 4), "ci_lo": round(r.ci_lo, 4), "ci_hi": round(r.ci_hi, 4)}
+        if r.phase.startswith("sft/"):
+            rec["drift_time"] = round(r.drift_time, 4)
+        out[f"{r.phase}:{r.stance}"] = rec
+    if judge_accuracy is not None:
+        out["judge_accuracy"] = round(judge_accuracy, 4)
+    return out

@@ -16,6 +16,7 @@ from valuedrift.reporting.findings import (
     FAST_DRIFT_TIME,
     PhaseInfo,
     Verdict,
+    corpus_majority,
     design_targets,
     drift_table,
     markdown_table,
@@ -58,8 +59,7 @@ def render(
     ``eval.trace_judged``). Where both exist the verdicts and design targets are judged on the judged route
     (the one that tracks what the models say: "Instrument" section) and the likelihood route's verdicts are
     given beside them; ``contrasts`` holds the judged route's final-profile differences between SFT corpora."""
-    # a corpus read from a dataset has no authored mix: no majority stance to compare with (None in the verdict)
-    majority = {name: max(mix.mix, key=mix.mix.get) for name, mix in corpora.items() if mix.source is None}
+    majority = corpus_majority(corpora)  # a corpus read from a dataset has none: None in the verdict
     sft_infos = [i for i in infos if i.kind == "sft"]
     po_infos = [i for i in infos if i.kind == "po"]
     (sft_length, sft_cadence), (po_length, po_cadence) = schedule_text(sft), schedule_text(po)

@@ -11,6 +11,8 @@ import pandas as pd
 
 from valuedrift.core.io import iter_jsonl
 from valuedrift.core.rundir import RunDir, discover
+from valuedrift.core.vocab import ALL
+from valuedrift.metrics.change import DELTA_COLUMNS, chain_offsets, delta_rows, over_seeds
 from valuedrift.metrics.summary import (
     contrast_rows,
     magnitude_rows,
@@ -70,6 +72,25 @@ def compute(runs: Path, n_boot: int, ci: float, seed: int, route: str | None = N
     return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()), frames
 
 
+def phase_drift_metrics(run: RunDir, n_boot: int, ci: float, seed: int) -> dict[str, float]:
+    """A finished run's own drift, as MLflow metrics: ``drift/<split>/<stance>/magnitude`` (+ ``_lo``,
+    ``_hi``: the paired bootstrap CI over the phase probes) and ``drift/<split>/<stance>/time`` (drift time
+    on the trace probes), on all topics (:mod:`valuedrift.metrics.summary`); empty without two phase ends."""
+    ckpts = run.checkpoint_records()
+    ends = phase_ends(ckpts)
+    if ends is None:
+        return {}
+    out: dict[str, float] = {}
+    for r in magnitude_rows(load_table(run, ends[0]), load_table(run, ends[1]), *ends, n_boot, ci, seed):
+        if r["topic"] == ALL:
+            key = f"drift/{r['split']}/{r['stance']}/magnitude"
+            out.update({key: r["magnitude"], f"{key}_lo": r["magnitude_lo"], f"{key}_hi": r["magnitude_hi"]})
+    for r in time_rows(ckpts):
+        if r["topic"] == ALL:
+            out[f"drift/{r['split']}/{r['stance']}/time"] = float(r["drift_time"])
+    return out
+
+
 def sft_contrasts(runs: Path, n_boot: int, ci: float, seed: int, route: str | None = None) -> pd.DataFrame:
     """Final-profile differences between every pair of SFT corpora (first seed's runs), on the probes both
     scored at their last phase evaluation (:func:`valuedrift.metrics.summary.contrast_rows`)."""
@@ -82,6 +103,25 @@ def sft_contrasts(runs: Path, n_boot: int, ci: float, seed: int, route: str | No
     rows = [row for i, a in enumerate(names) for b in names[i + 1 :]
             for row in contrast_rows(a, finals[a], b, finals[b], n_boot, ci, seed)]
     return pd.DataFrame(rows)
+
+
+def delta_frame(runs: Path, n_boot: int, ci: float, seed: int, start_from: str, route: str | None = None) -> pd.DataFrame:
+    """Δv at every checkpoint of every phase (:mod:`valuedrift.metrics.change`), over seeds, with
+    ``chain_step`` = the step on the base → SFT → preference-optimisation axis of its chain."""
+    per_seed, final_steps = [], {}
+    for r in discover_runs(runs, seed, route):
+        ckpts = r.run.checkpoint_records()
+        tables = {c["step"]: load_table(r.run, c["step"]) for c in ckpts if r.run.eval_table(c["step"]).exists()}
+        if len(tables) < 2:
+            continue
+        per_seed += [{"run": r.phase, "seed": r.seed, **row} for row in delta_rows(tables, n_boot, ci, seed)]
+        final_steps[r.phase] = max(final_steps.get(r.phase, 0), max(tables))
+    if not per_seed:
+        return pd.DataFrame(columns=[*DELTA_COLUMNS, "n_seeds", "ci_kind", "chain_step"])
+    out = over_seeds(pd.DataFrame(per_seed), ci)
+    offsets = chain_offsets(final_steps, start_from)
+    out["chain_step"] = out.step + out.run.map(offsets)
+    return out
 
 
 def topic_frames(runs: list[PhaseRun]) -> pd.DataFrame:

@@ -14,7 +14,8 @@ The maths is :mod:`valuedrift.metrics.summary` (definitions: docs/definitions.md
 
 Writes ``metrics/drift_table.csv`` (every run × split × topic × stance), ``metrics/drift_summary.csv``
 (aggregated over seeds), ``metrics/drift.json`` (headline numbers for ``dvc metrics``),
-``plots/trajectory/<phase>.csv`` (DVC plot data), ``plots/trajectories.png`` and ``metrics/sft_contrasts.csv``
+``plots/trajectory/<phase>.csv`` (trajectory levels), ``plots/delta_<split>.csv`` (Δv with paired CIs at
+every checkpoint on each chain's step axis: the DVC plots), ``plots/trajectories.png`` and ``metrics/sft_contrasts.csv``
 (final-profile differences between the SFT corpora, with paired CIs) for the likelihood route;
 the same for the quick judged route (runs traced with ``eval.trace_judged``) under ``metrics/judged/`` and
 ``plots/judged/``.
@@ -31,7 +32,7 @@ from valuedrift.core.io import write_json
 from valuedrift.core.rundir import JUDGED_DIR
 from valuedrift.metrics.summary import headline, summarise
 from valuedrift.reporting.figures import plot_trajectories
-from valuedrift.reporting.runs import compute, sft_contrasts
+from valuedrift.reporting.runs import compute, delta_frame, sft_contrasts
 from valuedrift.stages.args import check_flags, check_path, stage_parser
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(a.params)
     metrics, plots = Path(a.metrics), Path(a.plots)
     routes: list[str | None] = [None, JUDGED_DIR] if params.eval.trace_judged else [None]
+    if not params.eval.trace_judged:  # the judged folders are declared outputs: say why they are empty
+        for folder in (metrics / JUDGED_DIR, plots / JUDGED_DIR):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "README.txt").write_text("no judged route: eval.trace_judged is false\n")
     for route in routes:
         per_run, frames = compute(Path(a.runs), params.eval.bootstrap, params.eval.ci, params.seeds[0], route)
         if per_run.empty:
@@ -55,6 +60,20 @@ def main(argv: list[str] | None = None) -> None:
         write_route(per_run, frames, params.eval.ci, out, plots / route if route else plots, route or "likelihood")
         sft_contrasts(Path(a.runs), params.eval.bootstrap, params.eval.ci, params.seeds[0], route).to_csv(
             out / "sft_contrasts.csv", index=False)
+        delta = delta_frame(Path(a.runs), params.eval.bootstrap, params.eval.ci, params.seeds[0], params.po.start_from, route)
+        write_delta(delta, plots / route if route else plots)
+
+
+DELTA_FILE = "delta_{split}.csv"  # DVC plot data (dvc.yaml top-level plots, template .dvc/plots/delta.json)
+
+
+def write_delta(delta: Any, plots: Path) -> None:
+    """Δv with its paired CI at every checkpoint, one file per split (rows: run, stance, step on the chain's
+    axis), for ``dvc plots show`` / ``dvc plots diff``."""
+    cols = ["chain_step", "step", "run", "stance", "dv", "dv_lo", "dv_hi", "n_seeds", "ci_kind"]
+    plots.mkdir(parents=True, exist_ok=True)
+    for split in ("all", "dev", "test"):
+        delta[delta.split == split][cols].to_csv(plots / DELTA_FILE.format(split=split), index=False)
 
 
 def write_route(per_run: Any, frames: dict[str, Any], ci: float, metrics: Path, plots: Path, route: str) -> None:

@@ -46,7 +46,7 @@ from valuedrift.models import load_configured, load_model, load_tokenizer, pick_
 from valuedrift.stance.capability import CapabilityProbe, heldout_general_ids
 from valuedrift.stance.likelihood import LikelihoodScorer
 from valuedrift.tracking import Tracker, provenance_tags
-from valuedrift.train.tracing import StanceTraceCallback, StanceTracer, TrainLogCallback
+from valuedrift.train.tracing import CheckpointModels, StanceTraceCallback, StanceTracer, TrainLogCallback
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,20 @@ def make_traced_run(
         rows = [r for r in general if r["id"] in held]
         tracer.capability = CapabilityProbe(tokenizer, rows, ev.batch_size, ev.prompt_format)
     judged = judged_tracer(ev, judge_model or ModelConfig(), probe_seed, seed, tracker, run, tokenizer, bank) if ev.trace_judged else None
+    if tracker is not None:  # every checkpoint an MLflow logged model, shared by both routes
+        models = CheckpointModels(tracker, checkpoint_model_name(run.path), run.path)
+        for t in (tracer, judged):
+            if t is not None:
+                t.models = models
     return TracedRun(tracker, tracer, StanceTraceCallback(tracer, every, tracker, [judged] if judged else []), judged)
+
+
+def checkpoint_model_name(run_path: Path) -> str:
+    """``<kind>-<name>`` (``sft-neutral_heavy``, ``po-dpo-value_gap``), ``-seed<k>`` for a further seed's folder."""
+    parts = Path(run_path).parts
+    if len(parts) >= 4 and parts[-2] == "seeds":
+        return f"{parts[-4]}-{parts[-3]}-seed{parts[-1]}"
+    return "-".join(parts[-2:])
 
 
 def judged_tracer(
@@ -281,6 +294,8 @@ def train_traced(
         if is_main:
             tokenizer.save_pretrained(str(run.final))
             tracker.log_metrics({"time/eval_seconds": traced.callback.eval_seconds}, step=trainer.state.global_step)
+            for tracer in traced.tracers:
+                tracer.log_phase_drift()
             finish_run_dir(run, trainer.state.log_history)  # checkpoints only serve resuming; final model and evaluations stay
     return run
 

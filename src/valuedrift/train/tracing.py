@@ -37,6 +37,22 @@ from valuedrift.tracking import Tracker
 log = logging.getLogger(__name__)
 
 
+class CheckpointModels:
+    """One MLflow logged model per checkpoint of a run (:meth:`Tracker.checkpoint_model`), made the first time
+    a route logs that step, so both routes' metrics land on the same model."""
+
+    def __init__(self, tracker: Tracker, name: str, run_dir: Path):
+        self.tracker, self.name, self.run_dir, self.ids = tracker, name, Path(run_dir), {}
+
+    def model_id(self, step: int) -> str | None:
+        if step not in self.ids:
+            where = (f"{self.run_dir / 'final'} for the last step; earlier checkpoints are resume-only and dropped "
+                     "when the run ends (weights are DVC outputs, not MLflow artifacts)")
+            self.ids[step] = self.tracker.checkpoint_model(f"{self.name}-step-{step}", step,
+                                                           {"run_folder": str(self.run_dir), "weights": where})
+        return self.ids[step]
+
+
 class StanceTracer:
     def __init__(
         self,
@@ -68,6 +84,8 @@ class StanceTracer:
         # called with each new checkpoint record after it is on disk and in MLflow (e.g. Optuna's
         # trial.report); an exception raised here (optuna.TrialPruned) stops training
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        # the run's checkpoints as MLflow logged models, shared by its routes (set by the run's scaffold)
+        self.models: CheckpointModels | None = None
         # optional CapabilityProbe measured beside the stances at every checkpoint (capability/* metrics)
         self.capability: Any = None
 
@@ -127,7 +145,7 @@ class StanceTracer:
         self.trajectory["checkpoints"].sort(key=lambda c: c["step"])
         self.trajectory["scorer"] = self.scorer_signature()
         write_json(self.run.trajectory_file, self.trajectory)
-        self._mirror(record, table_path)
+        self._mirror(record, table_path, table)
         for listener in self.listeners:
             listener(record)
         log.info("step %d: stance/all %s", step, {k: round(v, 3) for k, v in self.summary(record).items()})
@@ -152,12 +170,29 @@ class StanceTracer:
         parts = [p for p in (self.route, sub) if p]
         return "/".join(parts) or None
 
-    def _mirror(self, record: dict[str, Any], table_path: Path) -> None:
+    def _mirror(self, record: dict[str, Any], table_path: Path, table: pd.DataFrame | None = None) -> None:
+        """Metrics (linked to the checkpoint's logged model), the per-probe table (JSONL artifact + MLflow
+        table of the stance columns) and the trajectory file."""
         if self.tracker is None:
             return
-        self.tracker.log_metrics(self._prefixed(self.record_metrics(record)), step=record["step"])
+        model_id = self.models.model_id(record["step"]) if self.models is not None else None
+        self.tracker.log_metrics(self._prefixed(self.record_metrics(record)), step=record["step"], model_id=model_id)
         self.tracker.log_artifact(table_path, self._artifact_dir(EVALS_DIR))
+        if table is not None:
+            cols = [c for c in table.columns if c != "samples"]  # answers stay in the JSONL artifact
+            self.tracker.log_table(table[cols], f"{self._artifact_dir('tables')}/step_{record['step']:06d}.json")
         self.tracker.log_artifact(self.run.trajectory_file, self._artifact_dir())
+
+    def log_phase_drift(self) -> dict[str, float]:
+        """At the end of the run: its drift magnitude (with CI) and drift time per split and stance as MLflow
+        metrics ``[<route>/]drift/<split>/<stance>/...`` at the last step, so runs sort and compare by drift
+        in the UI (:func:`valuedrift.reporting.runs.phase_drift_metrics`)."""
+        from valuedrift.reporting.runs import phase_drift_metrics
+
+        metrics = phase_drift_metrics(self.run, self.n_boot, self.ci, self.seed)
+        if metrics and self.tracker is not None:
+            self.tracker.log_metrics(self._prefixed(metrics), step=self.trajectory["checkpoints"][-1]["step"])
+        return metrics
 
     def sync_mlflow(self) -> int:
         """Re-send what is on disk but not in MLflow (after a crash, e.g. between the disk write and the
