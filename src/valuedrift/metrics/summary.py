@@ -51,6 +51,25 @@ def magnitude_rows(a: pd.DataFrame, b: pd.DataFrame, t0: int, t1: int, n_boot: i
     return rows
 
 
+def drift_metrics(checkpoints: list[dict[str, Any]], start: pd.DataFrame, end: pd.DataFrame, n_boot: int, ci: float,
+                  seed: int) -> dict[str, float]:
+    """A run's own drift as flat metrics, on all topics: ``drift/<split>/<stance>/magnitude`` with
+    ``_lo``/``_hi`` (:func:`magnitude_rows` between the per-probe tables of its phase ends ``start`` and
+    ``end``) and ``drift/<split>/<stance>/time`` (:func:`time_rows` over ``checkpoints``)."""
+    ends = phase_ends(checkpoints)
+    if ends is None:
+        return {}
+    out: dict[str, float] = {}
+    for r in magnitude_rows(start, end, *ends, n_boot, ci, seed):
+        if r["topic"] == ALL:
+            key = f"drift/{r['split']}/{r['stance']}/magnitude"
+            out.update({key: r["magnitude"], f"{key}_lo": r["magnitude_lo"], f"{key}_hi": r["magnitude_hi"]})
+    for r in time_rows(checkpoints):
+        if r["topic"] == ALL:
+            out[f"drift/{r['split']}/{r['stance']}/time"] = float(r["drift_time"])
+    return out
+
+
 def contrast_rows(a_name: str, a: pd.DataFrame, b_name: str, b: pd.DataFrame, n_boot: int, ci: float, seed: int) -> list[dict[str, Any]]:
     """Difference of two checkpoints' profiles on the same probes, D_s = v_b[s] − v_a[s] (e.g. the final
     models of two SFT corpora), per (split, topic, stance) with the paired bootstrap CI over probes of

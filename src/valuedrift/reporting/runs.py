@@ -11,7 +11,6 @@ import pandas as pd
 
 from valuedrift.core.io import iter_jsonl
 from valuedrift.core.rundir import RunDir, discover
-from valuedrift.core.vocab import ALL
 from valuedrift.metrics.change import DELTA_COLUMNS, chain_offsets, delta_rows, over_seeds
 from valuedrift.metrics.summary import (
     contrast_rows,
@@ -70,25 +69,6 @@ def compute(runs: Path, n_boot: int, ci: float, seed: int, route: str | None = N
         by_phase.setdefault(r.phase, []).append(trajectory_frame(ckpts))
     frames = {phase: mean_trajectory(fs) for phase, fs in by_phase.items()}
     return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()), frames
-
-
-def phase_drift_metrics(run: RunDir, n_boot: int, ci: float, seed: int) -> dict[str, float]:
-    """A finished run's own drift, as MLflow metrics: ``drift/<split>/<stance>/magnitude`` (+ ``_lo``,
-    ``_hi``: the paired bootstrap CI over the phase probes) and ``drift/<split>/<stance>/time`` (drift time
-    on the trace probes), on all topics (:mod:`valuedrift.metrics.summary`); empty without two phase ends."""
-    ckpts = run.checkpoint_records()
-    ends = phase_ends(ckpts)
-    if ends is None:
-        return {}
-    out: dict[str, float] = {}
-    for r in magnitude_rows(load_table(run, ends[0]), load_table(run, ends[1]), *ends, n_boot, ci, seed):
-        if r["topic"] == ALL:
-            key = f"drift/{r['split']}/{r['stance']}/magnitude"
-            out.update({key: r["magnitude"], f"{key}_lo": r["magnitude_lo"], f"{key}_hi": r["magnitude_hi"]})
-    for r in time_rows(ckpts):
-        if r["topic"] == ALL:
-            out[f"drift/{r['split']}/{r['stance']}/time"] = float(r["drift_time"])
-    return out
 
 
 def sft_contrasts(runs: Path, n_boot: int, ci: float, seed: int, route: str | None = None) -> pd.DataFrame:

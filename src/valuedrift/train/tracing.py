@@ -26,9 +26,10 @@ from typing import Any
 import pandas as pd
 from transformers import TrainerCallback
 
-from valuedrift.core.io import write_json, write_jsonl
+from valuedrift.core.io import iter_jsonl, write_json, write_jsonl
 from valuedrift.core.rundir import EVALS_DIR, RunDir
 from valuedrift.data.schemas import Probe
+from valuedrift.metrics.summary import drift_metrics, phase_ends
 from valuedrift.stance.likelihood import LikelihoodScorer
 from valuedrift.stance.stored import final_evaluation, scorer_signature
 from valuedrift.stance.vectors import metric_dict, record_profile, value_vectors
@@ -186,12 +187,15 @@ class StanceTracer:
     def log_phase_drift(self) -> dict[str, float]:
         """At the end of the run: its drift magnitude (with CI) and drift time per split and stance as MLflow
         metrics ``[<route>/]drift/<split>/<stance>/...`` at the last step, so runs sort and compare by drift
-        in the UI (:func:`valuedrift.reporting.runs.phase_drift_metrics`)."""
-        from valuedrift.reporting.runs import phase_drift_metrics
-
-        metrics = phase_drift_metrics(self.run, self.n_boot, self.ci, self.seed)
-        if metrics and self.tracker is not None:
-            self.tracker.log_metrics(self._prefixed(metrics), step=self.trajectory["checkpoints"][-1]["step"])
+        in the UI (:func:`valuedrift.metrics.summary.drift_metrics`)."""
+        ckpts = self.trajectory["checkpoints"]
+        ends = phase_ends(ckpts)
+        if ends is None:
+            return {}
+        start, end = (pd.DataFrame([obj for _, obj in iter_jsonl(self.run.eval_table(t))]) for t in ends)
+        metrics = drift_metrics(ckpts, start, end, self.n_boot, self.ci, self.seed)
+        if self.tracker is not None:
+            self.tracker.log_metrics(self._prefixed(metrics), step=ends[1])
         return metrics
 
     def sync_mlflow(self) -> int:
