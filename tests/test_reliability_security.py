@@ -21,6 +21,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 
 from valuedrift import cli, models
 from valuedrift.config.load import load_params, parse_params
@@ -114,6 +115,12 @@ def test_yaml_python_tags_are_rejected_not_executed(tmp_path):
 def test_yaml_is_only_ever_safe_loaded():
     unsafe = grep(r"yaml\.(load|unsafe_load|full_load|load_all)\(|Loader\s*=|yaml\.(Unsafe|Full)?Loader", source_files(SRC))
     assert unsafe == [], unsafe
+    # the one loader of our own (floats as DVC writes them) is a safe loader, and the only one constructed
+    from valuedrift.core.yaml12 import Yaml12Loader
+
+    assert issubclass(Yaml12Loader, yaml.SafeLoader) and not issubclass(Yaml12Loader, yaml.FullLoader)
+    built = grep(r"Loader\(", source_files(SRC))
+    assert {h.split(":")[0] for h in built} == {"src/valuedrift/core/yaml12.py"}, built
 
 
 # -- pickle -------------------------------------------------------------------------------------------

@@ -30,5 +30,9 @@ Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:float", FLOAT_12, list("-+
 
 
 def load(text: str) -> Any:
-    """``yaml.safe_load`` with :class:`Yaml12Loader`."""
-    return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    """``yaml.safe_load`` with :class:`Yaml12Loader` (what ``safe_load`` does, with this loader)."""
+    loader = Yaml12Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()

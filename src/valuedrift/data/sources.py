@@ -37,7 +37,7 @@ from valuedrift.data.schemas import Probe
 log = logging.getLogger(__name__)
 
 Use = Literal["sft", "preferences"]
-Loader = Callable[..., list[dict[str, Any]]]
+LoaderFn = Callable[..., list[dict[str, Any]]]
 
 
 @dataclass
@@ -48,10 +48,10 @@ class Loaded:
     info: dict[str, Any]
 
 
-def _loader(src: DataSource, use: Use) -> Loader:
+def _loader(src: DataSource, use: Use) -> LoaderFn:
     """The loader of ``src.kind`` for ``use``, with the options only some kinds take bound."""
     if use == "sft":
-        loaders: dict[str, Loader] = {
+        loaders: dict[str, LoaderFn] = {
             "wildchat": partial(load_wildchat, language=src.language),
             "alpaca": load_alpaca,
             "jsonl": partial(load_sft_jsonl, data_dir=src.data_dir),
