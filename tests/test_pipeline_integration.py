@@ -121,6 +121,11 @@ def test_mlflow_runs_share_a_pipeline_id(repo):
     stages = {r.data.tags.get("stage") for r in runs}
     assert {"sft", "po"} <= stages
     assert len({r.data.tags["pipeline_id"] for r in runs if r.data.tags.get("stage") in ("sft", "po")}) == 1
+    report = next(r for r in runs if r.data.tags.get("stage") == "report")
+    head = json.loads((d / "metrics" / "headline.json").read_text())
+    assert report.data.metrics["headline/judge_accuracy"] == head["judge_accuracy"]  # the headline, logged
+    sft = next(r for r in runs if r.data.tags.get("stage") == "sft")
+    assert "judged/drift/all/neutral/magnitude" in sft.data.metrics and "drift/test/oppose/time" in sft.data.metrics
 
 
 def test_mlflow_run_entry_point(repo):

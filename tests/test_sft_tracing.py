@@ -110,5 +110,8 @@ def test_every_checkpoint_is_a_logged_model_with_its_stance_metrics_and_tables(s
         support = next(r for r in c["trace"] if r["split"] == "all" and r["topic"] == "all")["support"]
         linked = {x.key: x.value for x in m.metrics}
         assert linked["stance/all/support"] == pytest.approx(support) and "final" in m.tags["weights"]
+    contexts = {i.tags[0].value: i.dataset.name for i in run.inputs.dataset_inputs}
+    assert contexts == {"training": f"sft/{run_dir.name}", "evaluation": "v_prism probes"}
+    assert "SFT of" in run.data.tags["mlflow.note.content"] and str(run_dir) in run.data.tags["mlflow.note.content"]
     tables = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
     assert tables == {f"tables/step_{s:06d}.json" for s in (0, 1, 2)}

@@ -202,11 +202,15 @@ class Tracker:
         resume_id = next((c for c in candidates if c and self._run_exists(c)), None)
         if not resume_id and any(candidates):
             log.info("this run is not on %s yet: starting a new MLflow run", store)
-        active = self.mlflow.start_run(run_id=resume_id, run_name=None if resume_id else run_name, nested=nested)
+        # a parent given as the mlflow.parentRunId tag (sweep trials) goes through start_run's parent_run_id
+        parent = clean_tags.pop("mlflow.parentRunId", None)
+        active = self.mlflow.start_run(run_id=resume_id, run_name=None if resume_id else run_name, nested=nested,
+                                       parent_run_id=None if resume_id else parent)
         self.run_id, self.resumed = active.info.run_id, resume_id is not None
         id_file.write_text(self.run_id + "\n")
         write_json(folder.run_meta_file, {
-            "run_name": run_name, "experiment": experiment, "tags": clean_tags, "params": clean_params,
+            "run_name": run_name, "experiment": experiment, "tags": {**clean_tags, **({"mlflow.parentRunId": parent} if parent else {})},
+            "params": clean_params,
             "run_ids": {**run_ids, store: self.run_id},  # one run per tracking store this run was logged to
         })
         self._safe(self.mlflow.set_tags, clean_tags)

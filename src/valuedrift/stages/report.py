@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from valuedrift.config.load import load_params
+from valuedrift.config.schema.parse import flatten
 from valuedrift.core.io import write_json
 from valuedrift.core.rundir import JUDGED_DIR
 from valuedrift.reporting.figures import bars_frame, plot_bars, plot_capability, plot_topics
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     toward = toward_rows(primary, infos, corpus_majority(params.prepare_data.corpora))
     Path(a.plots).mkdir(parents=True, exist_ok=True)
     toward.to_csv(Path(a.plots) / "drift_bars.csv", index=False)  # DVC bar plot: one bar per run
-    write_json(Path(a.metrics) / "headline.json", headline_metrics(toward, judge_accuracy(Path(a.metrics), params.eval.quick.judge)))
+    headline = headline_metrics(toward, judge_accuracy(Path(a.metrics), params.eval.quick.judge))
+    write_json(Path(a.metrics) / "headline.json", headline)
     plot_bars(bars, out / "drift_bars.png", "judged route" if judged is not None else "likelihood route")
     figures.append("drift_bars.png")
     if judged is not None and (Path(a.plots) / JUDGED_DIR / "trajectories.png").is_file():
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     # the report's MLflow run id lives outside runs/ (a dependency of drift) and outside reports/ (in git)
     tracker = Tracker(params.tracking, Path(".valuedrift") / "report")
     with tracker.run("report", {**tags, "stage": "report", "algorithm": "report"}):
+        tracker.log_metrics({f"headline/{k}": v for k, v in flatten(headline).items()}, step=0)
         for f in ["report.md", *figures]:
             tracker.log_artifact(out / f, "report")
         for f in (Path(a.plots) / "trajectories.png", Path(a.metrics) / "drift_summary.csv"):

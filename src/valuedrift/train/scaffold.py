@@ -277,10 +277,13 @@ def train_traced(
     )
     resume = run.last_checkpoint() if resumable else None
     tags = run_tags(plan.kind, plan.algorithm, **plan.tags, seed=str(params.seed), world_size=str(world_size()))
+    tags["mlflow.note.content"] = run_description(plan, params, total, traced.tracer.run.path)
     opened = tracker.run(plan.run_name, tags, plan.mlflow_params)
     with opened if is_main else contextlib.nullcontext():
         if is_main:
             tracker.log_input(plan.frame, name=plan.input_name, source=plan.input_source or str(plan.data_file))
+            tracker.log_input(probe_frame(traced.tracer.phase_probes), name="v_prism probes", source=str(data_dir),
+                              context="evaluation")
             if plan.before_train is not None:
                 plan.before_train(traced)
         model = load_trainable(plan.start_model, model_cfg, plan.train, f"{plan.kind}.peft")
@@ -298,6 +301,22 @@ def train_traced(
                 tracer.log_phase_drift()
             finish_run_dir(run, trainer.state.log_history)  # checkpoints only serve resuming; final model and evaluations stay
     return run
+
+
+def run_description(plan: RunPlan, params: Params, total_steps: int, run_path: Path) -> str:
+    """The MLflow run description (Markdown, shown on the run page): what was trained on what, and where."""
+    what = "SFT" if plan.kind == "sft" else (plan.algorithm or plan.kind)
+    return (f"{what} of `{plan.start_model}` on `{plan.data_file}` ({plan.n_examples} examples, {total_steps} steps, "
+            f"lr {plan.train.learning_rate:g}, seed {params.seed}); stances traced every {plan.train.eval_every} steps "
+            f"(`eval.route` likelihood{' + judged' if params.eval.trace_judged else ''}). Run folder `{run_path}`; "
+            "checkpoints are this run's logged models (weights in the DVC cache).")
+
+
+def probe_frame(probes: list[Any]) -> Any:
+    """The probes a run is scored on, as a table (the run's evaluation dataset input)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"probe_id": p.id, "topic": p.topic, "split": p.split, "question": p.question} for p in probes])
 
 
 def log_callbacks(tracker: Tracker | None) -> Callable[[str], list[Any]]:
