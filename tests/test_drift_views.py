@@ -62,3 +62,25 @@ def test_each_run_is_summed_up_by_the_stance_it_is_about_and_the_headline_stays_
     head = headline_metrics(toward.reset_index(), 0.58)
     assert head == {"sft/nh:neutral": {"drift": 0.1, "ci_lo": 0.05, "ci_hi": 0.15, "drift_time": 0.5},
                     "po/dpo-gap:oppose": {"drift": 0.3, "ci_lo": 0.25, "ci_hi": 0.35}, "judge_accuracy": 0.58}
+
+
+def test_chains_put_preference_runs_after_the_sft_run_they_start_from():
+    from valuedrift.reporting.figures import chains
+
+    runs = ["po/dpo-gap", "po/simpo-gap", "sft/nh", "sft/sh"]
+    assert chains(runs, "nh") == [("sft/nh", ["sft/nh", "po/dpo-gap", "po/simpo-gap"]), ("sft/sh", ["sft/sh"])]
+    assert chains(["po/dpo-gap"], "nh") == [("preference optimisation", ["po/dpo-gap"])]
+
+
+def test_preference_runs_continue_from_the_end_of_their_sft_run():
+    from valuedrift.metrics.change import continue_chains
+
+    d = pd.DataFrame([
+        {"run": "sft/a", "step": 0, "split": "all", "stance": "support", "dv": 0.0, "dv_lo": 0.0, "dv_hi": 0.0},
+        {"run": "sft/a", "step": 16, "split": "all", "stance": "support", "dv": 0.3, "dv_lo": 0.2, "dv_hi": 0.4},
+        {"run": "po/dpo-x", "step": 0, "split": "all", "stance": "support", "dv": 0.0, "dv_lo": 0.0, "dv_hi": 0.0},
+        {"run": "po/dpo-x", "step": 12, "split": "all", "stance": "support", "dv": -0.1, "dv_lo": -0.2, "dv_hi": 0.0},
+    ])
+    out = continue_chains(d, "a").set_index(["run", "step"])
+    assert out.dv.to_dict() == pytest.approx({("sft/a", 0): 0, ("sft/a", 16): 0.3, ("po/dpo-x", 0): 0.3, ("po/dpo-x", 12): 0.2})
+    assert out.at[("po/dpo-x", 12), "dv_lo"] == pytest.approx(0.1) and out.at[("po/dpo-x", 12), "dv_run"] == pytest.approx(-0.1)

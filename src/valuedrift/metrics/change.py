@@ -11,7 +11,8 @@ the mean of the seeds' Δv with the across-seed t-interval (:func:`valuedrift.me
 one seed keeps its probe-bootstrap interval (``ci_kind``).
 
 Runs are placed on one step axis per chain (base → SFT → preference optimisation): a preference run's
-steps are offset by the final step of the SFT run it starts from (:func:`chain_offsets`).
+steps are offset by the final step of the SFT run it starts from (:func:`chain_offsets`), and its Δv by
+that run's final Δv (:func:`continue_chains`), so each line is the change since the base model.
 """
 
 from __future__ import annotations
@@ -53,6 +54,24 @@ def over_seeds(per_seed: pd.DataFrame, ci: float) -> pd.DataFrame:
         out.append({"run": run, "step": int(step), "split": split, "stance": stance, "dv": m, "dv_lo": lo, "dv_hi": hi,
                     "n_seeds": n, "ci_kind": "seeds" if n > 1 else "probes"})
     return pd.DataFrame(out)
+
+
+def continue_chains(delta: pd.DataFrame, start_from: str) -> pd.DataFrame:
+    """Preference runs continue the chain of ``sft/<start_from>``: their Δv (and its band) is shifted by that
+    SFT run's final Δv for the same split and stance, so a line reads as the change since the base model
+    (exact for the mean: the preference run's start is the SFT run's final evaluation on the same probes;
+    the band stays the run's own). ``dv_run`` keeps the change within the run."""
+    out = delta.copy()
+    out["dv_run"] = out.dv
+    sft = out[out.run == f"sft/{start_from}"]
+    if sft.empty:
+        return out
+    end = sft[sft.step == sft.step.max()].set_index(["split", "stance"]).dv
+    po = out.run.str.startswith("po/")
+    shift = [end.get((sp, st), 0.0) for sp, st in zip(out.split[po], out.stance[po], strict=True)]
+    for col in ("dv", "dv_lo", "dv_hi"):
+        out.loc[po, col] = out.loc[po, col] + shift
+    return out
 
 
 def chain_offsets(final_steps: dict[str, int], start_from: str) -> dict[str, int]:

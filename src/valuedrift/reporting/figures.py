@@ -44,27 +44,74 @@ def panel_grid(plt: Any, n: int, width: float, height: float, cols: int = 4, **k
     return fig, flat[:n]
 
 
-def plot_trajectories(frames: dict[str, pd.DataFrame], path: Path, title: str = "likelihood route") -> None:
-    """Per phase: the trace vectors of topic "all" vs step (dev solid, test dashed) with their CIs, four
-    phases per row."""
+def chains(runs: list[str], start_from: str) -> list[tuple[str, list[str]]]:
+    """The base → SFT → preference-optimisation chains among ``runs`` (phase names): each SFT run, with the
+    preference runs after the one they start from (``po.start_from``)."""
+    sft = [r for r in runs if r.startswith("sft/")]
+    po = [r for r in runs if r.startswith("po/")]
+    out = [(r, [r, *(po if r == f"sft/{start_from}" else [])]) for r in sft]
+    return out if out or not po else [("preference optimisation", po)]
+
+
+def plot_delta_chains(delta: pd.DataFrame, path: Path, start_from: str, title: str, split: str = ALL) -> None:
+    """Change since the base model, Δv (paired CI band), on each chain's step axis (``delta``:
+    :func:`valuedrift.reporting.runs.delta_frame`): a row per chain, a panel per stance, a line per run; the
+    dotted line marks the end of SFT, where preference optimisation starts."""
     plt = pyplot()
-    fig, flat = panel_grid(plt, len(frames), 4.6, 3.4)
-    for ax, (phase, df) in zip(flat, frames.items(), strict=False):
-        for split, style in (("dev", "-"), ("test", "--")):
-            for s in STANCES:
-                col = f"{split}_{s}"
-                if col not in df:
-                    continue
-                ax.plot(df.step, df[col], style, color=COLORS[s], label=f"{s} ({split})", marker="o", ms=3)
-                ax.fill_between(df.step, df[f"{col}_lo"], df[f"{col}_hi"], color=COLORS[s], alpha=0.12)
-        ax.set_title(phase, fontsize=10)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("mean stance probability")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-    flat[0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"Stance trajectories, {title} (trace probes; solid = dev topics, dashed = held-out test topics; 95% CI)")
+    d = delta[delta.split == split]
+    rows = chains(sorted(d.run.unique()), start_from)
+    fig, axes = plt.subplots(max(len(rows), 1), len(STANCES), figsize=(4.8 * len(STANCES), 3.4 * max(len(rows), 1)),
+                             squeeze=False, sharey=True)
+    cmap = pyplot().get_cmap("tab10")
+    for (chain, runs), panels in zip(rows, axes, strict=False):
+        sft_end = d[d.run == chain].chain_step.max() if chain.startswith("sft/") else None
+        for ax, s in zip(panels, STANCES, strict=True):
+            for k, run in enumerate(runs):
+                g = d[(d.run == run) & (d.stance == s)].sort_values("chain_step")
+                ax.plot(g.chain_step, g.dv, marker="o", ms=3, color=cmap(k % 10), lw=2 if run == chain else 1.2, label=run)
+                ax.fill_between(g.chain_step, g.dv_lo, g.dv_hi, color=cmap(k % 10), alpha=0.13)
+            ax.axhline(0, color="black", lw=0.7)
+            if sft_end is not None and len(runs) > 1:
+                ax.axvline(sft_end, color="gray", ls=":", lw=1)
+            ax.set_title(f"{chain}: {s}", fontsize=10)
+            ax.set_xlabel("training step (base → SFT → preference optimisation)")
+            ax.set_ylabel(f"Δv {s} since the base model")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6, loc="best")
+    seeds = int(d.n_seeds.max()) if not d.empty else 0
+    kind = "across-seed t-interval" if seeds > 1 else "paired bootstrap over probes"
+    fig.suptitle(f"Change in stance since the base model, {title} ({split} topics; trace probes; 95% CI: {kind}, "
+                 f"{seeds} seed{'s' if seeds != 1 else ''}; preference runs continue from the end of SFT, their band is "
+                 "the change within the run)", fontsize=10)
     save(fig, path)
+
+
+def plot_topic_heatmap(summary: pd.DataFrame, toward: pd.DataFrame, path: Path, title: str) -> None:
+    """Drift magnitude of each run's own stance (its majority stance, target, or largest drift) per topic:
+    dev topics (in the training data) and held-out test topics side by side; cells annotated."""
+    plt = pyplot()
+    runs = list(toward.phase)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 1.2 + 0.45 * len(runs)), squeeze=False, sharey=True)
+    for ax, split in zip(axes[0], ("dev", "test"), strict=True):
+        cells = summary[(summary.split == split) & (summary.topic != ALL)]
+        topics = sorted(cells.topic.unique())
+        grid = [[float(cells[(cells.phase == r.phase) & (cells.topic == t) & (cells.stance == r.stance)].magnitude.mean())
+                 for t in topics] for r in toward.itertuples(index=False)]
+        im = ax.imshow(grid, cmap="RdBu_r", vmin=-0.6, vmax=0.6, aspect="auto")
+        ax.set_xticks(range(len(topics)), topics, rotation=40, ha="right", fontsize=8)
+        ax.set_yticks(range(len(runs)), [f"{r.phase} ({r.stance})" for r in toward.itertuples(index=False)], fontsize=8)
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                if v == v:
+                    ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=6, color="white" if abs(v) > 0.35 else "black")
+        ax.set_title(f"{split} topics" + (" (held out)" if split == "test" else " (in the training data)"), fontsize=10)
+        ax.set_xlabel("topic")
+    fig.colorbar(im, ax=axes[0].tolist(), label="drift magnitude M_s", shrink=0.8)
+    fig.suptitle(title, y=1.04)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
 
 
 def bars_frame(summary: pd.DataFrame, infos: list[PhaseInfo]) -> pd.DataFrame:

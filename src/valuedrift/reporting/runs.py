@@ -11,7 +11,7 @@ import pandas as pd
 
 from valuedrift.core.io import iter_jsonl
 from valuedrift.core.rundir import RunDir, discover
-from valuedrift.metrics.change import DELTA_COLUMNS, chain_offsets, delta_rows, over_seeds
+from valuedrift.metrics.change import DELTA_COLUMNS, chain_offsets, continue_chains, delta_rows, over_seeds
 from valuedrift.metrics.summary import (
     contrast_rows,
     magnitude_rows,
@@ -86,8 +86,9 @@ def sft_contrasts(runs: Path, n_boot: int, ci: float, seed: int, route: str | No
 
 
 def delta_frame(runs: Path, n_boot: int, ci: float, seed: int, start_from: str, route: str | None = None) -> pd.DataFrame:
-    """Δv at every checkpoint of every phase (:mod:`valuedrift.metrics.change`), over seeds, with
-    ``chain_step`` = the step on the base → SFT → preference-optimisation axis of its chain."""
+    """Δv at every checkpoint of every phase (:mod:`valuedrift.metrics.change`), over seeds, continued along
+    its chain (preference runs from the end of ``sft/<start_from>``), with ``chain_step`` = the step on the
+    base → SFT → preference-optimisation axis; ``dv_run`` is the change within the run."""
     per_seed, final_steps = [], {}
     for r in discover_runs(runs, seed, route):
         ckpts = r.run.checkpoint_records()
@@ -97,8 +98,8 @@ def delta_frame(runs: Path, n_boot: int, ci: float, seed: int, start_from: str, 
         per_seed += [{"run": r.phase, "seed": r.seed, **row} for row in delta_rows(tables, n_boot, ci, seed)]
         final_steps[r.phase] = max(final_steps.get(r.phase, 0), max(tables))
     if not per_seed:
-        return pd.DataFrame(columns=[*DELTA_COLUMNS, "n_seeds", "ci_kind", "chain_step"])
-    out = over_seeds(pd.DataFrame(per_seed), ci)
+        return pd.DataFrame(columns=[*DELTA_COLUMNS, "n_seeds", "ci_kind", "dv_run", "chain_step"])
+    out = continue_chains(over_seeds(pd.DataFrame(per_seed), ci), start_from)
     offsets = chain_offsets(final_steps, start_from)
     out["chain_step"] = out.step + out.run.map(offsets)
     return out

@@ -15,7 +15,8 @@ The maths is :mod:`valuedrift.metrics.summary` (definitions: docs/definitions.md
 Writes ``metrics/drift_table.csv`` (every run × split × topic × stance), ``metrics/drift_summary.csv``
 (aggregated over seeds), ``metrics/drift.json`` (headline numbers for ``dvc metrics``),
 ``plots/trajectory/<phase>.csv`` (trajectory levels), ``plots/delta_<split>.csv`` (Δv with paired CIs at
-every checkpoint on each chain's step axis: the DVC plots), ``plots/trajectories.png`` and ``metrics/sft_contrasts.csv``
+every checkpoint on each chain's step axis: the DVC plots), ``plots/trajectories.png`` (that Δv per chain and
+stance) and ``metrics/sft_contrasts.csv``
 (final-profile differences between the SFT corpora, with paired CIs) for the likelihood route;
 the same for the quick judged route (runs traced with ``eval.trace_judged``) under ``metrics/judged/`` and
 ``plots/judged/``.
@@ -31,7 +32,7 @@ from valuedrift.config.load import load_params
 from valuedrift.core.io import write_json
 from valuedrift.core.rundir import JUDGED_DIR
 from valuedrift.metrics.summary import headline, summarise
-from valuedrift.reporting.figures import plot_trajectories
+from valuedrift.reporting.figures import plot_delta_chains
 from valuedrift.reporting.runs import compute, delta_frame, sft_contrasts
 from valuedrift.stages.args import check_flags, check_path, stage_parser
 
@@ -56,12 +57,13 @@ def main(argv: list[str] | None = None) -> None:
         if per_run.empty:
             where = f"{a.runs}/<kind>/<name>/[seeds/<k>/]{route + '/' if route else ''}trajectory.json"
             raise SystemExit(f"no trajectories found under {where}; run sft/po first")
-        out = metrics / route if route else metrics
-        write_route(per_run, frames, params.eval.ci, out, plots / route if route else plots, route or "likelihood")
+        out, plot_dir = (metrics / route, plots / route) if route else (metrics, plots)
+        write_route(per_run, frames, params.eval.ci, out, plot_dir, route or "likelihood")
         sft_contrasts(Path(a.runs), params.eval.bootstrap, params.eval.ci, params.seeds[0], route).to_csv(
             out / "sft_contrasts.csv", index=False)
         delta = delta_frame(Path(a.runs), params.eval.bootstrap, params.eval.ci, params.seeds[0], params.po.start_from, route)
-        write_delta(delta, plots / route if route else plots)
+        write_delta(delta, plot_dir)
+        plot_delta_chains(delta, plot_dir / "trajectories.png", params.po.start_from, f"{route or 'likelihood'} route")
 
 
 DELTA_FILE = "delta_{split}.csv"  # DVC plot data (dvc.yaml top-level plots, template .dvc/plots/delta.json)
@@ -70,7 +72,7 @@ DELTA_FILE = "delta_{split}.csv"  # DVC plot data (dvc.yaml top-level plots, tem
 def write_delta(delta: Any, plots: Path) -> None:
     """Δv with its paired CI at every checkpoint, one file per split (rows: run, stance, step on the chain's
     axis), for ``dvc plots show`` / ``dvc plots diff``."""
-    cols = ["chain_step", "step", "run", "stance", "dv", "dv_lo", "dv_hi", "n_seeds", "ci_kind"]
+    cols = ["chain_step", "step", "run", "stance", "dv", "dv_lo", "dv_hi", "dv_run", "n_seeds", "ci_kind"]
     plots.mkdir(parents=True, exist_ok=True)
     for split in ("all", "dev", "test"):
         delta[delta.split == split][cols].to_csv(plots / DELTA_FILE.format(split=split), index=False)
@@ -87,5 +89,4 @@ def write_route(per_run: Any, frames: dict[str, Any], ci: float, metrics: Path, 
         out = plots / "trajectory" / f"{phase.replace('/', '__')}.csv"
         out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(out, index=False)
-    plot_trajectories(frames, plots / "trajectories.png", title=f"{route} route")
     log.info("drift (%s route): %d phases, %d runs; tables in %s", route, len(frames), per_run.groupby(["phase", "seed"]).ngroups, metrics)

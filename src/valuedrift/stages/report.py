@@ -23,7 +23,13 @@ from valuedrift.config.load import load_params
 from valuedrift.config.schema.parse import flatten
 from valuedrift.core.io import write_json
 from valuedrift.core.rundir import JUDGED_DIR
-from valuedrift.reporting.figures import bars_frame, plot_bars, plot_capability, plot_topics
+from valuedrift.reporting.figures import (
+    bars_frame,
+    plot_bars,
+    plot_capability,
+    plot_topic_heatmap,
+    plot_topics,
+)
 from valuedrift.reporting.findings import corpus_majority, headline_metrics, phase_info, toward_rows
 from valuedrift.reporting.instrument import markdown_section
 from valuedrift.reporting.markdown import render
@@ -94,8 +100,14 @@ def main(argv: list[str] | None = None) -> None:
     toward.to_csv(Path(a.plots) / "drift_bars.csv", index=False)  # DVC bar plot: one bar per run
     headline = headline_metrics(toward, judge_accuracy(Path(a.metrics), params.eval.quick.judge))
     write_json(Path(a.metrics) / "headline.json", headline)
-    plot_bars(bars, out / "drift_bars.png", "judged route" if judged is not None else "likelihood route")
+    route_name = "judged route" if judged is not None else "likelihood route"
+    plot_bars(bars, out / "drift_bars.png", route_name)
     figures.append("drift_bars.png")
+    if not toward.empty:
+        seeds = int(toward.seeds.max())
+        plot_topic_heatmap(primary, toward, out / "drift_heatmap.png",
+                           f"Drift per topic of each run's own stance, {route_name} (phase probes; {seeds} seed{'s' if seeds != 1 else ''})")
+        figures.append("drift_heatmap.png")
     if judged is not None and (Path(a.plots) / JUDGED_DIR / "trajectories.png").is_file():
         shutil.copyfile(Path(a.plots) / JUDGED_DIR / "trajectories.png", out / "trajectories_judged.png")
         figures.insert(0, "trajectories_judged.png")
