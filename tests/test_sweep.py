@@ -228,7 +228,7 @@ def test_sweep_prunes_records_failures_and_writes_outputs(tmp_path, mlflow_uri, 
     assert "-S po.hparams.dpo.beta=0.1" in best["best"][0]["dvc_exp_run"]
     metrics = json.loads((tmp_path / "metrics" / "sweep.json").read_text())
     assert metrics["trials"]["complete"] == 1 and metrics["trials"]["pruned"] == 1 and metrics["trials"]["fail"] == 1
-    for stem in ("history_preserve", "parallel_coordinate_preserve"):
+    for stem in ("history_preserve", "parallel_coordinate_preserve", "intermediate_values"):
         assert (tmp_path / "plots" / f"{stem}.png").stat().st_size > 0
         assert (tmp_path / "plots" / f"{stem}.html").stat().st_size > 0
     assert (tmp_path / "plots" / "plotly.min.js").exists()
@@ -380,3 +380,13 @@ def test_dvc_exp_run_sets_a_po_hyperparameter(tmp_path):
     assert json.loads((repo / "resolved.json").read_text())["po"]["hparams"]["dpo"]["beta"] == 0.3
     shown = json.loads(run(*dvc, "exp", "show", "--json").stdout)
     assert "0.3" in json.dumps(shown)
+
+
+def test_tpe_models_the_conditional_space_jointly():
+    """multivariate=True, group=True: the algorithm's own hyperparameters are sampled with the shared ones."""
+    from valuedrift.tune.space import dimensions
+    from valuedrift.tune.storage import make_sampler
+
+    p = parse_params(tiny_params_dict())
+    sampler = make_sampler(p.tune, 0, dimensions(p.tune))
+    assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._multivariate and sampler._group

@@ -35,6 +35,7 @@ from valuedrift.config.load import load_params
 from valuedrift.core.io import write_json
 from valuedrift.core.redaction import redact
 from valuedrift.stages.args import check_flags, check_model_path, check_output_file, check_path, stage_parser
+from valuedrift.stages.profile import dvc_set_args
 from valuedrift.train.po import sft_final
 from valuedrift.tune.space import override_keys
 from valuedrift.tune.storage import count_trials
@@ -50,11 +51,9 @@ log = logging.getLogger(__name__)
 
 
 def dvc_exp_command(overrides: dict[str, Any]) -> str:
-    parts = ["dvc", "exp", "run"]
-    for k, v in overrides.items():
-        value = "[" + ", ".join(map(str, v)) + "]" if isinstance(v, list) else v
-        parts += ["-S", f"{k}={value}"]
-    return " ".join(shlex.quote(p) for p in parts)
+    """The ``dvc exp run -S …`` line that reruns the pipeline with a trial's values (Hydra override syntax,
+    :func:`valuedrift.stages.profile.dvc_set_args`: ``1.0e-06`` stays a number)."""
+    return " ".join(shlex.quote(p) for p in ["dvc", "exp", "run", *dvc_set_args(overrides)])
 
 
 def best_entries(sweep: Sweep) -> list[dict[str, Any]]:
@@ -134,6 +133,8 @@ def write_plots(sweep: Sweep, plots: Path) -> dict[str, str]:
             {**kw, "evaluator": optuna.importance.FanovaImportanceEvaluator(seed=sweep.params.seed)},
         )
         figures[f"parallel_coordinate_{name}"] = (vis.plot_parallel_coordinate, vm.plot_parallel_coordinate, kw)
+    if not sweep.multi:  # what the pruner acts on: each trial's running objective at every checkpoint
+        figures["intermediate_values"] = (vis.plot_intermediate_values, vm.plot_intermediate_values, {})
     if sweep.multi:
         figures["pareto_front"] = (vis.plot_pareto_front, vm.plot_pareto_front, {"target_names": list(sweep.tune.objectives)})
     skipped = {}

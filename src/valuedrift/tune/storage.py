@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,8 +78,10 @@ def make_storage(url: str, heartbeat_s: int, on_stale: Any) -> optuna.storages.B
 def make_sampler(tune: TuneConfig, seed: int, dims: dict[str, list[Dimension]]) -> optuna.samplers.BaseSampler:
     """Seeded: ``seed`` = params.seed + the worker index (parallel workers must not propose the same points)."""
     name = sampler_name(tune)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=tune.startup_trials)
+    if name == "tpe":  # multivariate + group: the joint density over the conditional space (per algorithm)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=tune.startup_trials, multivariate=True, group=True)
     if name == "grid":
         return optuna.samplers.GridSampler(grid_space(tune, dims), seed=seed)
     if name == "nsga2":
