@@ -81,9 +81,9 @@ def plot_delta_chains(delta: pd.DataFrame, path: Path, start_from: str, title: s
             ax.legend(fontsize=6, loc="best")
     seeds = int(d.n_seeds.max()) if not d.empty else 0
     kind = "across-seed t-interval" if seeds > 1 else "paired bootstrap over probes"
-    fig.suptitle(f"Change in stance since the base model, {title} ({split} topics; trace probes; 95% CI: {kind}, "
-                 f"{seeds} seed{'s' if seeds != 1 else ''}; preference runs continue from the end of SFT, their band is "
-                 "the change within the run)", fontsize=10)
+    fig.suptitle(f"Change in stance since the base model, {title} ({split} topics, trace probes; 95% CI: {kind}, "
+                 f"{seeds} seed{'s' if seeds != 1 else ''})\npreference runs continue from the end of SFT; their band is "
+                 "the change within the run", fontsize=10)
     save(fig, path)
 
 
@@ -91,6 +91,7 @@ def plot_topic_heatmap(summary: pd.DataFrame, toward: pd.DataFrame, path: Path, 
     """Drift magnitude of each run's own stance (its majority stance, target, or largest drift) per topic:
     dev topics (in the training data) and held-out test topics side by side; cells annotated."""
     plt = pyplot()
+    toward = toward.sort_values("phase", key=lambda p: p.str.startswith("po/"), kind="stable")  # SFT rows first
     runs = list(toward.phase)
     fig, axes = plt.subplots(1, 2, figsize=(13, 1.2 + 0.45 * len(runs)), squeeze=False, sharey=True)
     for ax, split in zip(axes[0], ("dev", "test"), strict=True):
