@@ -3,8 +3,9 @@
     .venv/bin/python docs/mlflow_screenshot.py            # needs Debian's chromium (apt-get install chromium)
 
 Starts `mlflow ui` on 127.0.0.1 against the project's store, finds the newest pipeline id, and saves
-docs/mlflow_compare.png (the compare-runs view of that pipeline's sft/po runs) and docs/mlflow_runs.png
-(the runs table filtered on the pipeline id).
+docs/mlflow_compare.png (the compare-runs view of that pipeline's sft/po runs), docs/mlflow_runs.png
+(the runs table filtered on the pipeline id, ranked by drift) and docs/mlflow_models.png (every traced
+checkpoint as a logged model with its stance metrics).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import mlflow
 
 ROOT = Path(__file__).resolve().parents[1]
+SORT_METRIC = "judged/drift/all/oppose/magnitude"  # each run's drift of oppose (the value-gap target) at its end
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--window-size=1700,1000", "--virtual-time-budget=20000"]
@@ -64,8 +66,11 @@ def main() -> None:
         shoot(f"{base}/#/compare-runs?runs={q}&experiments={urllib.parse.quote(json.dumps([exp.experiment_id]))}",
               ROOT / "docs" / "mlflow_compare.png")
         flt = urllib.parse.quote(f"tags.pipeline_id = '{pid}'")
-        shoot(f"{base}/#/experiments/{exp.experiment_id}/runs?searchFilter={flt}", ROOT / "docs" / "mlflow_runs.png")
-        print(f"pipeline {pid}: {len(ids)} runs; wrote docs/mlflow_compare.png and docs/mlflow_runs.png")
+        order = urllib.parse.quote(f"metrics.`{SORT_METRIC}`")  # the runs ranked by their own drift
+        shoot(f"{base}/#/experiments/{exp.experiment_id}/runs?searchFilter={flt}&orderByKey={order}&orderByAsc=false",
+              ROOT / "docs" / "mlflow_runs.png")
+        shoot(f"{base}/#/experiments/{exp.experiment_id}/models", ROOT / "docs" / "mlflow_models.png")
+        print(f"pipeline {pid}: {len(ids)} runs; wrote docs/mlflow_compare.png, docs/mlflow_runs.png, docs/mlflow_models.png")
     finally:
         server.terminate()
         server.wait(timeout=30)
