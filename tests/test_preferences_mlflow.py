@@ -33,7 +33,7 @@ def test_po_run_logs_the_preference_set(tmp_path, tiny_model_dir, mlflow_uri, mo
     client = mlflow.tracking.MlflowClient(mlflow_uri)
     run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
     inputs = run.inputs.dataset_inputs
-    assert [i.dataset.name for i in inputs] == ["preferences/value_gap"]
+    assert [i.dataset.name for i in inputs] == ["preferences/value_gap", "v_prism probes"]  # training, evaluation
     assert inputs[0].dataset.digest and inputs[0].dataset.source_type == "local"
     assert [t.value for t in inputs[0].tags if t.key == "mlflow.data.context"] == ["training"]
     logged = run.data.params
