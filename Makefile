@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 JUDGE_VENV ?= .venv-judge
 LLAMA_CPP  ?= llama-cpp-python[server]==0.3.36
 
-.PHONY: run test sweep full-study env judge-env data lint clean-runs pg pg-stop
+.PHONY: run test sweep counterfactual full-study env judge-env data lint clean-runs pg pg-stop
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -45,6 +45,9 @@ run: data
 
 sweep: data   # the Optuna study (sweeps/dvc.yaml, a DVC subproject), after `make run`
 	cd sweeps && PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/dvc repro
+
+counterfactual: data   # retrain the attributed run without its top-k / k random examples (counterfactual/dvc.yaml), after `make run`
+	cd counterfactual && PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/dvc repro
 
 full-study: data   # the paper-shaped study (profiles/full_study.yaml) as a DVC experiment: hours on 2 CPU cores
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run $$($(BIN)/valuedrift profile profiles/full_study.yaml)

@@ -221,6 +221,7 @@ def test_the_table_holds_every_path_valued_key_of_the_schema():
     table = {e.key.split(" ")[0] for e in PATH_PARAMS}
     path_like = {k for k, d in _string_fields(Params) if isinstance(d, str) and ("/" in d or d.endswith((".yaml", ".jsonl", ".json", ".db")))}
     path_like -= {k for k in path_like if k.endswith("base_url")}  # URLs of endpoints, not paths
+    path_like -= {"counterfactual.run"}  # a run label <kind>/<name> under runs/, not a path
     assert path_like | NOT_PATH_LOOKING <= table, sorted(path_like | NOT_PATH_LOOKING - table)
 
 
@@ -273,6 +274,17 @@ def valid_args(command: str, base: Path) -> dict[str, str]:
         "stance-mix": {"--params": str(params), "--processed": d("processed"), "--out": out("nh.stance_mix.json")},
         "train-judge": {"--params": str(params), "--data": str(ROOT / "data"), "--out": out("models/judge")},
         "blind-answers": {"--params": str(params), "--data": str(ROOT / "data"), "--checkpoint": str(model), "--out": out("gen")},
+        "attribute": {"--params": str(params), "--processed": d("processed"), "--base-model": str(model), "--sft-runs": d("runs/sft"),
+                      "--data": str(ROOT / "data"), "--run": d("runs/sft/nh"), "--start-model": str(model),
+                      "--out": out("metrics/attribution")},
+        "counterfactual-data": {"--params": str(params), "--runs": d("runs"), "--processed": d("processed"), "--base-model": str(model),
+                                "--sft-runs": d("runs/sft"), "--attribution": d("metrics/attribution"), "--out": out("cf/data"),
+                                "--selection": out("cf/selection.json")},
+        "retrain": {"--params": str(params), "--runs": d("runs"), "--processed": d("processed"), "--base-model": str(model),
+                    "--sft-runs": d("runs/sft"), "--data": str(ROOT / "data"), "--variants": d("cf/data"), "--base-eval": d("runs/base"),
+                    "--out": out("cf/runs")},
+        "counterfactual": {"--params": str(params), "--runs": d("runs"), "--variant-runs": d("cf/runs"),
+                           "--selection": str(make_file(base / "cf" / "selection.json", "{}")), "--out": out("cf/metrics")},
         "instrument": {"--params": str(params), "--data": str(ROOT / "data"), "--runs": d("runs"), "--base-model": str(model),
                        "--plots": out("plots"), "--judge-eval": d("metrics/judge_eval"), "--out": out("metrics/instrument")},
     }[command]
@@ -285,6 +297,8 @@ EXTRA = {  # non-path arguments a command needs
     "judge-eval": ["--no-mlflow"],
     "params-schema": ["--check"],
     "stance-mix": ["--corpus", "neutral_heavy"],
+    "attribute": ["--no-mlflow"],
+    "counterfactual": ["--no-mlflow"],
 }
 
 FLAGS = [
@@ -357,6 +371,36 @@ FLAGS = [
     Flag("blind-answers", "--data", "dir", "input"),
     Flag("blind-answers", "--checkpoint", "dir", "model"),
     Flag("blind-answers", "--out", "dir", "output"),
+    Flag("attribute", "--params", "file", "input"),
+    Flag("attribute", "--processed", "dir", "input"),
+    Flag("attribute", "--base-model", "dir", "input"),
+    Flag("attribute", "--sft-runs", "dir", "optional"),
+    Flag("attribute", "--data", "dir", "input"),
+    Flag("attribute", "--run", "dir", "input"),
+    Flag("attribute", "--start-model", "dir", "input"),
+    Flag("attribute", "--out", "dir", "output"),
+    Flag("counterfactual-data", "--params", "file", "input"),
+    Flag("counterfactual-data", "--runs", "dir", "input"),
+    Flag("counterfactual-data", "--processed", "dir", "input"),
+    Flag("counterfactual-data", "--base-model", "dir", "input"),
+    Flag("counterfactual-data", "--sft-runs", "dir", "optional"),
+    Flag("counterfactual-data", "--attribution", "dir", "input"),
+    Flag("counterfactual-data", "--out", "dir", "output"),
+    Flag("counterfactual-data", "--selection", "file", "output"),
+    Flag("retrain", "--params", "file", "input"),
+    Flag("retrain", "--runs", "dir", "input"),
+    Flag("retrain", "--processed", "dir", "input"),
+    Flag("retrain", "--base-model", "dir", "input"),
+    Flag("retrain", "--sft-runs", "dir", "optional"),
+    Flag("retrain", "--data", "dir", "input"),
+    Flag("retrain", "--variants", "dir", "input"),
+    Flag("retrain", "--base-eval", "dir", "optional"),
+    Flag("retrain", "--out", "dir", "output"),
+    Flag("counterfactual", "--params", "file", "input"),
+    Flag("counterfactual", "--runs", "dir", "input"),
+    Flag("counterfactual", "--variant-runs", "dir", "input"),
+    Flag("counterfactual", "--selection", "file", "input"),
+    Flag("counterfactual", "--out", "dir", "output"),
     Flag("instrument", "--params", "file", "input"),
     Flag("instrument", "--data", "dir", "input"),
     Flag("instrument", "--runs", "dir", "input"),

@@ -39,10 +39,16 @@ def repo(tmp_path_factory) -> Iterator[tuple[Path, dict[str, str]]]:
     shutil.copy(ROOT / "sweeps" / "dvc.yaml", d / "sweeps" / "dvc.yaml")
     config = (ROOT / "sweeps" / ".dvc" / "config").read_text()
     (d / "sweeps" / ".dvc" / "config").write_text(config + "[core]\n    no_scm = true\n")  # this copy has no git
+    # the counterfactual subproject, with its committed result (the report's "Attribution" section cites it)
+    (d / "counterfactual" / ".dvc").mkdir(parents=True)
+    shutil.copy(ROOT / "counterfactual" / "dvc.yaml", d / "counterfactual" / "dvc.yaml")
+    shutil.copytree(ROOT / "counterfactual" / "metrics", d / "counterfactual" / "metrics")
+    (d / "counterfactual" / ".dvc" / "config").write_text(config + "[core]\n    no_scm = true\n")
     p = tiny_params_dict()
     p["po"]["algorithms"] = ["dpo"]
     p["po"]["preference_sets"] = ["value_gap"]  # one preference run keeps the suite's budget
     p["eval"]["trace_judged"] = True  # the judged route traced in every run (train_judge runs first)
+    p["attribute"]["runs"] = ["po/dpo-value_gap"]  # 8 pairs; the 400 SFT rows would take minutes on SmolLM2
     (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}"}
     _run(["dvc", "init", "--no-scm", "-q"], d, env)
@@ -77,6 +83,12 @@ def test_repro_produces_traced_runs_and_clean_status(repo):
     assert json.loads(status.stdout or "{}") == {}, status.stdout  # the sweep subproject is not reported here
     sweep_status = json.loads(_run(["dvc", "status", "--json"], d / "sweeps", env).stdout or "{}")
     assert list(sweep_status) == ["tune"], sweep_status  # ... but in its own folder: never run yet
+    cf_status = json.loads(_run(["dvc", "status", "--json"], d / "counterfactual", env).stdout or "{}")
+    assert set(cf_status) == {"select", "retrain", "compare"}, cf_status  # its own project, not run in this copy
+    assert "## Attribution" in report and "### po/dpo-value_gap" in report and "### Counterfactual retraining" in report
+    influence = (d / "metrics" / "attribution" / "po" / "dpo-value_gap" / "influence.csv").read_text().splitlines()
+    pairs = yaml.safe_load((d / "params.yaml").read_text())["prepare_data"]["preference_sets"]["value_gap"]["pairs"]
+    assert len(influence) == 1 + pairs  # one row per distinct pair
 
 
 def numbers(obj) -> list[float]:

@@ -39,7 +39,7 @@ def cover(files: list[Path], base: Path = ROOT) -> list[str]:
 
 
 def main() -> None:
-    for fname in ("dvc.yaml", "sweeps/dvc.yaml"):
+    for fname in ("dvc.yaml", "sweeps/dvc.yaml", "counterfactual/dvc.yaml"):
         lines = Path(fname).read_text().split("\n")
         out, stage, i = [], None, 0
         while i < len(lines):

@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace-base": ("valuedrift.stages.trace_base", "score the start model once on every route, as step 0 of all SFT runs"),
     "sft": ("valuedrift.stages.sft", "supervised fine-tuning with stance tracing"),
     "po": ("valuedrift.stages.po", "preference optimisation with stance tracing"),
+    "attribute": ("valuedrift.stages.attribute", "drift attribution: TracIn-CP influence of every training example on each stance"),
+    "counterfactual-data": ("valuedrift.stages.counterfactual_data", "an attributed run's data without its top-k / k random examples"),
+    "retrain": ("valuedrift.stages.retrain", "retrain the attributed run on one counterfactual variant of its data"),
+    "counterfactual": ("valuedrift.stages.counterfactual", "drift after removing the top-k examples vs k random ones"),
     "drift": ("valuedrift.stages.drift", "drift magnitude/time tables and trajectory plots"),
     "report": ("valuedrift.stages.report", "reports/report.md: tables, plots, verdicts on the paper's findings"),
     "eval": ("valuedrift.stages.eval", "stances of any checkpoint on the likelihood or paper route"),
@@ -54,7 +58,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 PARAMS_FREE: set[str] = {"tracking-server", "params-schema"}
 # commands that log to MLflow (unless --no-mlflow): an HTTP tracking server that does not answer fails them
 # before they import torch (Tracker.run checks again when the run opens)
-TRACKED: set[str] = {"trace-base", "sft", "po", "sweep", "eval", "judge-eval", "instrument", "report"}
+TRACKED: set[str] = {"trace-base", "sft", "po", "sweep", "eval", "judge-eval", "instrument", "report", "attribute", "retrain", "counterfactual"}
 
 
 def precheck_params(cmd: str, rest: list[str]) -> None:

@@ -20,7 +20,7 @@ from valuedrift.config.path_checks import check_param_paths
 from valuedrift.config.schema.params import Params
 from valuedrift.config.schema.parse import from_dict
 from valuedrift.core import yaml12
-from valuedrift.core.errors import ConfigError, check
+from valuedrift.core.errors import ConfigError, check, check_defined
 from valuedrift.core.paths import DATA
 from valuedrift.data.topics import known_topics
 from valuedrift.models import BUNDLED, HUB_ID, check_model_spec
@@ -83,6 +83,15 @@ def check_algorithms(params: Params) -> None:
             ALGORITHMS[a].check(algorithm_hparams(po.hparams, a), po, f"po.hparams.{a}")
 
 
+def check_attribution(params: Params) -> None:
+    """Every ``attribute.runs`` entry is a run the study trains (after the algorithm names are checked)."""
+    po_runs = [f"{a}-{s}" for a in params.po.algorithms for s in params.po.preference_sets]
+    for i, run in enumerate(params.attribute.runs):
+        kind, _, name = run.partition("/")
+        defined = params.sft.corpora if kind == "sft" else po_runs
+        check_defined(name, defined, f"attribute.runs[{i}]", "sft.corpora" if kind == "sft" else "po.algorithms × po.preference_sets")
+
+
 def parse_params(data: dict[str, Any]) -> Params:
     """Build and fully validate :class:`Params` from a mapping (the contents of params.yaml)."""
     params = from_dict(Params, data)
@@ -92,6 +101,7 @@ def parse_params(data: dict[str, Any]) -> Params:
     check_adapters(params)
     check_topics(params)
     check_algorithms(params)
+    check_attribution(params)
     check_tune(params.tune, "tune")
     check_tune_against_params(params)
     return params

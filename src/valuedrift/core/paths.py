@@ -19,6 +19,8 @@ METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
 SWEEPS = Path("sweeps")
+ATTRIBUTION = METRICS / "attribution"  # attribute@<kind>/<name>: metrics/attribution/<kind>/<name>/
+COUNTERFACTUAL = Path("counterfactual")  # the counterfactual-retraining DVC subproject (make counterfactual)
 PARAMS = Path("params.yaml")
 
 PREFERENCES_DIR = "preferences"

@@ -22,7 +22,9 @@ import pandas as pd
 from valuedrift.config.load import load_params
 from valuedrift.config.schema.parse import flatten
 from valuedrift.core.io import write_json
+from valuedrift.core.paths import COUNTERFACTUAL
 from valuedrift.core.rundir import JUDGED_DIR
+from valuedrift.reporting import attribution
 from valuedrift.reporting.figures import (
     bars_frame,
     plot_bars,
@@ -57,6 +59,34 @@ def instrument_section(metrics: Path, plots: Path, out: Path) -> str:
     return "\n" + "\n".join(lines) + "\n"
 
 
+def attribution_section(metrics: Path, runs: list[str], counterfactual: Path, out: Path) -> str:
+    """The "Attribution" section from the attribute stages' outputs and the counterfactual subproject's
+    committed result (empty if no run was attributed)."""
+    lines: list[str] = []
+    for run in runs:
+        folder = metrics / "attribution" / run
+        if not (folder / "summary.json").is_file():
+            continue
+        summary = json.loads((folder / "summary.json").read_text())
+        top = json.loads((folder / "top_k.json").read_text())
+        lines += [*attribution.run_lines(summary, pd.read_csv(folder / "by_label.csv"), top), ""]
+        lines += [f"![{run} {f}]({os.path.relpath(folder / f, out)})" for f in ("influence_by_label.png", "top_k.png")] + [""]
+    if not lines:
+        return ""
+    head = ["## Attribution", "",
+            "Which training examples moved each stance: TracIn-CP influence of every example on the likelihood route's "
+            "readout R_s (mean q of stance s over a probe subset), over the run's start and final checkpoints "
+            "(docs/definitions.md \"Drift attribution\"; per-example tables in `metrics/attribution/`).", ""]
+    cf_file = counterfactual / "counterfactual.json"
+    if cf_file.is_file():
+        lines += attribution.counterfactual_lines(json.loads(cf_file.read_text()))
+        if (counterfactual / "counterfactual.png").is_file():
+            lines.append(f"![counterfactual]({os.path.relpath(counterfactual / 'counterfactual.png', out)})")
+    else:
+        lines += ["### Counterfactual retraining", "", f"Not run yet ({cf_file} is missing): `make counterfactual`."]
+    return "\n" + "\n".join(head + lines) + "\n"
+
+
 def judge_accuracy(metrics: Path, judge: str) -> float | None:
     """Held-out-topic accuracy of ``judge`` on the labelled generations (judge_eval), if it was measured."""
     path = metrics / "judge_eval" / "judge_eval.json"
@@ -77,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = stage_parser("report", __doc__, "runs", "processed", "plots")
     ap.add_argument("--metrics", default="metrics")
     ap.add_argument("--out", default="reports")
+    ap.add_argument("--counterfactual", default=str(COUNTERFACTUAL / "metrics"),
+                    help=f"the counterfactual subproject's results (default: {COUNTERFACTUAL / 'metrics'})")
     a = ap.parse_args(argv)
     check_path("params", a.params, "file")
     check_flags(a, {"runs": "dir", "metrics": "dir", "processed": "dir"}, ["plots", "out"])
@@ -127,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     tags = provenance_tags()
     text = render(summary, infos, cap, figures, tags, corpora=params.prepare_data.corpora,
                   model=params.model, ev=params.eval, sft=params.sft, po=params.po, judged=judged, contrasts=contrasts)
-    (out / "report.md").write_text(text + instrument_section(Path(a.metrics), Path(a.plots), out))
+    text += instrument_section(Path(a.metrics), Path(a.plots), out)
+    text += attribution_section(Path(a.metrics), params.attribute.runs, Path(a.counterfactual), out)
+    (out / "report.md").write_text(text)
     # the report's MLflow run id lives outside runs/ (a dependency of drift) and outside reports/ (in git)
     tracker = Tracker(params.tracking, Path(".valuedrift") / "report")
     with tracker.run("report", {**tags, "stage": "report", "algorithm": "report"}):

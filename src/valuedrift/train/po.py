@@ -97,11 +97,13 @@ def run_po(
     pref_set: str,
     callbacks: list[Any] | None = None,
     data_dir: Path = DATA,
+    variant: str | None = None,
 ) -> Path:
     """Train, trace and save one (algorithm, preference set) run; returns its run folder.
 
     ``callbacks`` are extra ``TrainerCallback`` objects (e.g. an Optuna pruning hook); ``data_dir`` holds
-    the probe bank the stances are traced on.
+    the probe bank the stances are traced on; ``variant`` names a retraining on other data (``valuedrift
+    retrain``): the MLflow run ``<algorithm>-<set>-<variant>``, tagged ``counterfactual: <variant>``.
     """
     algo = get_algorithm(algorithm)
     if pref_set not in params.prepare_data.preference_sets:
@@ -138,10 +140,11 @@ def run_po(
         traced.adopt_start(Path(sft_model).parent)  # step 0 = the SFT run's final evaluation (every route)
 
     plan = RunPlan(
-        kind="po", name=run_name, run_name=run_name, train=cfg, start_model=Path(sft_model), data_file=data_file,
+        kind="po", name=run_name, run_name=run_name + (f"-{variant}" if variant else ""), train=cfg, start_model=Path(sft_model), data_file=data_file,
         inputs=po_inputs(params, algorithm, hparams), build_trainer=build, n_examples=algo.examples(len(paired), hparams),
         algorithm=algorithm,
-        tags={"preference_set": pref_set, "sft_model": str(sft_model), **{f"needs.{k}": str(v) for k, v in algo.needs().items()}},
+        tags={"preference_set": pref_set, "sft_model": str(sft_model), **{f"needs.{k}": str(v) for k, v in algo.needs().items()},
+              **({"counterfactual": variant} if variant else {})},
         mlflow_params={**flat_params(params, "po"), **{f"hp.{k}": v for k, v in hparams.items()}},
         frame=pairs_frame(rows), input_name=f"preferences/{pref_set}", before_train=before_train,
         input_source=dataset_source(set_source(processed, pref_set), str(data_file)),

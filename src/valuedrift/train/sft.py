@@ -39,13 +39,16 @@ def run_sft(
     callbacks: list[Any] | None = None,
     data_dir: Path = DATA,
     start_eval: Path | None = BASE_EVAL,
+    variant: str | None = None,
 ) -> Path:
     """Train, trace and save on ``corpus`` (default: ``po.start_from``) with seed ``params.seed``; returns
     the run folder (``out_root/<corpus>``, or ``out_root/<corpus>/seeds/<seed>`` for a further seed).
 
     ``callbacks`` are extra ``TrainerCallback`` objects (e.g. an Optuna pruning hook); ``data_dir`` holds
     the probe bank the stances are traced on; ``start_eval`` is the start model's evaluation (``trace_base``),
-    adopted as step 0 where its settings and probes match (else step 0 is scored here).
+    adopted as step 0 where its settings and probes match (else step 0 is scored here); ``variant`` names a
+    retraining of the run on other data (``valuedrift retrain``): the MLflow run ``sft-<corpus>-<variant>``,
+    tagged ``counterfactual: <variant>``.
     """
     corpus = corpus or params.po.start_from
     if corpus not in params.prepare_data.corpora:
@@ -64,9 +67,10 @@ def run_sft(
                           peft_config=lora_config(cfg.peft))
 
     plan = RunPlan(
-        kind="sft", name=corpus, run_name=f"sft-{corpus}", train=cfg, start_model=Path(base_model), data_file=data_file,
+        kind="sft", name=corpus, run_name=f"sft-{corpus}" + (f"-{variant}" if variant else ""), train=cfg, start_model=Path(base_model), data_file=data_file,
         inputs=run_inputs(params, "sft"),
-        build_trainer=build, n_examples=len(rows), tags={"corpus": corpus}, mlflow_params=flat_params(params, "sft"),
+        build_trainer=build, n_examples=len(rows),
+        tags={"corpus": corpus, **({"counterfactual": variant} if variant else {})}, mlflow_params=flat_params(params, "sft"),
         frame=corpus_frame(rows), input_name=f"sft/{corpus}",
         input_source=dataset_source(corpus_source(processed, corpus), str(data_file)),
         before_train=(lambda traced: traced.adopt_start(start_eval)) if start_eval is not None else None,

@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from valuedrift.config.schema.attribution import AttributeConfig, CounterfactualConfig
 from valuedrift.config.schema.data import PrepareDataConfig
 from valuedrift.config.schema.evaluation import DriftConfig, EvalConfig, JudgeEvalConfig, JudgeTrainConfig
 from valuedrift.config.schema.models import ModelConfig, TrackingConfig
@@ -31,6 +32,8 @@ class Params:
     judge_train: JudgeTrainConfig = field(default_factory=JudgeTrainConfig)
     judge_eval: JudgeEvalConfig = field(default_factory=JudgeEvalConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    attribute: AttributeConfig = field(default_factory=AttributeConfig)
+    counterfactual: CounterfactualConfig = field(default_factory=CounterfactualConfig)
 
     @property
     def probe_seed(self) -> int:

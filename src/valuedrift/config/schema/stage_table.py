@@ -1,6 +1,6 @@
 """The stage table: per DVC stage, the module it runs and the params keys it reads.
 
-One declaration that ``dvc.yaml`` / ``sweeps/dvc.yaml`` ``params:`` lists, the run fingerprint of a training
+One declaration that ``dvc.yaml`` / ``sweeps/dvc.yaml`` / ``counterfactual/dvc.yaml`` ``params:`` lists, the run fingerprint of a training
 run (:func:`run_input_keys`, used by ``valuedrift.train.scaffold``), the sweep's study inputs
 (``valuedrift.tune.study``) and ``tests/test_stage_table.py`` share. It lives beside the params schema
 (it is data about params keys and imports nothing), so every layer can read it. Keys are DVC ``params:`` entries: a whole
@@ -76,6 +76,31 @@ STAGES: dict[str, Stage] = {
     "sft": Stage(
         "valuedrift.stages.sft",
         ("seed", "seeds", "model", "tracking", *TRACE_EVAL, *(f"sft.{k}" for k in TRAIN_KEYS)),
+    ),
+    "attribute": Stage(
+        "valuedrift.stages.attribute",
+        (
+            "seed",  # eval.probe_seed's default
+            "seeds",  # the first seed's run is the plain folder (a seeds/<k> run's start model)
+            "model",
+            "tracking",
+            "eval.temperature",  # the readout: the likelihood route's q on the probe subsets
+            "eval.batch_size",
+            "eval.prompt_format",
+            "eval.system_prompt",
+            "eval.probe_seed",
+            "eval.splits",
+            "attribute.probes_per_topic",
+            "attribute.last_blocks",
+            "attribute.projection_dim",
+            "attribute.top_k",
+            "sft.max_length",  # the run's own loss: its tokenisation and (without train_log.json) learning rate
+            "sft.learning_rate",
+            "po.max_length",
+            "po.learning_rate",
+            "po.hparams",  # dpo: beta, loss_type
+            "po.start_from",  # a po run's start model when its MLflow tags do not record it
+        ),
     ),
     "preferences": Stage(
         "valuedrift.stages.preferences",
@@ -162,6 +187,7 @@ STAGES: dict[str, Stage] = {
         (
             "seeds",
             "tracking",
+            "attribute.runs",  # the attributed runs of the "Attribution" section
             "model.name",
             "model.dtype",
             "model.device",
@@ -192,6 +218,23 @@ STAGES: dict[str, Stage] = {
         "valuedrift.stages.tune",
         ("seed", "seeds", "model", "eval", "tracking", "po", "prepare_data.preference_sets", "tune"),
         dvc_file="sweeps/dvc.yaml",
+    ),
+    # the counterfactual-retraining subproject (counterfactual/dvc.yaml)
+    "select": Stage(
+        "valuedrift.stages.counterfactual_data",
+        ("seed", "seeds", "po.start_from", "attribute.runs", "counterfactual"),
+        dvc_file="counterfactual/dvc.yaml",
+    ),
+    "retrain": Stage(
+        "valuedrift.stages.retrain",
+        ("seed", "seeds", "model", "tracking", "eval", "sft", "po", "prepare_data.preference_sets", "attribute.runs",
+         "counterfactual.run", "counterfactual.draws"),
+        dvc_file="counterfactual/dvc.yaml",
+    ),
+    "compare": Stage(
+        "valuedrift.stages.counterfactual",
+        ("seed", "tracking", "eval.bootstrap", "eval.ci", "counterfactual"),
+        dvc_file="counterfactual/dvc.yaml",
     ),
 }
 
