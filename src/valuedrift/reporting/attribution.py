@@ -60,7 +60,7 @@ def counterfactual_lines(cf: dict[str, Any]) -> list[str]:
     s = cf["stance"]
     lines = ["### Counterfactual retraining", "",
              f"`{cf['run']}` retrained with its own params (1 training seed each) without the top {cf['k']} of its "
-             f"{cf['examples']} distinct examples by influence toward the direction its **{s}** readout moved "
+             f"{cf['examples']} distinct examples by influence in the direction its **{s}** readout moved "
              f"({cf['select_split']} probes: {cf['measured_change']:+.4f}), and without {cf['k']} random examples "
              f"({cf['draws']} draws). Removed labels — top: "
              + ", ".join(f"{k} {v}" for k, v in cf["removed_labels"]["top"].items())
@@ -82,6 +82,15 @@ def counterfactual_lines(cf: dict[str, Any]) -> list[str]:
                                                   + ("" if v["top_below_every_draw"] else ", a random draw shrank it more"))
             lines.append(f"| {route} | {split} | {cell('full')} | {cell('top')} | {cell('random (mean)')} | "
                          f"{_ci(v['difference'], v['difference_lo'], v['difference_hi'])} | {verdict} |")
-    lines += ["", "Useful = the top-k removal left less drift in the direction it went than the mean random removal "
-              "(paired CI over probes excluding 0) and less than every random draw.", ""]
+    direction = "up" if cf["sign"] > 0 else "down"
+    lines += ["", f"Useful = the top-k removal left less drift {direction} (the direction the likelihood readout moved, "
+              "used on both routes) than the mean random removal (paired CI over probes excluding 0), and less than every "
+              "random draw.", ""]
+    lik = cf["routes"].get("likelihood", {}).get("verdicts", {}).get("all")
+    if lik:
+        lines += [f"**Verdict** (likelihood route, the readout attribution ranks by; all probes): removing the top {cf['k']} "
+                  f"examples changed the drift of {s} by {lik['difference']:+.3f} [{lik['difference_lo']:+.3f}, "
+                  f"{lik['difference_hi']:+.3f}] relative to removing {cf['k']} random ones — "
+                  + ("**clearly more than random removal**: attribution is useful here." if lik["useful"] else
+                     "**not clearly more than random removal**: this run does not show that the attribution is useful."), ""]
     return lines
