@@ -119,6 +119,7 @@ def tiny_params_dict(model: str = "smollm2-135m-instruct") -> dict:
     p["sft"].update(max_steps=2, eval_every=1, batch_size=2, max_length=64)
     p["po"].update(max_steps=2, eval_every=1, batch_size=2, max_length=64)
     p["sft"]["corpora"] = [p["po"]["start_from"]]  # one SFT run (the matrix over corpora doubles the cost)
+    p["attribute"]["runs"] = [f"sft/{p['po']['start_from']}"]  # not a po run: tests change po.algorithms and preference sets
     for s in p["prepare_data"]["preference_sets"].values():
         s["pairs"] = 8
     p["judge_train"].update(epochs=0.05, max_length=64)  # ≈ 12 steps: a real (weak) classifier judge
