@@ -40,7 +40,7 @@ data: env
 	$(BIN)/dvc pull -q data.dvc
 
 run: data
-	@start=$$(date +%s); PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro && \
+	@start=$$(date +%s); PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro || { echo "make run: dvc repro failed (see above)" >&2; exit 1; }; \
 	  t=$$(( $$(date +%s) - start )); echo "make run: dvc repro finished in $$((t / 60)) min $$((t % 60)) s"
 
 sweep: data   # the Optuna study (sweeps/dvc.yaml, a DVC subproject), after `make run`
