@@ -47,8 +47,11 @@ def run_lines(summary: dict[str, Any], by_label: pd.DataFrame, top: dict[str, An
     for label, g in by_label.groupby("label", sort=False):
         cells = {r.stance: _ci(r.mean / 10**e, r.lo / 10**e, r.hi / 10**e) for r in g.itertuples()}
         lines.append(f"| {label} | {int(g.n.iloc[0])} | " + " | ".join(cells.get(s, "") for s in STANCES) + " |")
-    lines += ["", f"(Influences in units of 10^{e}.)", "", f"Examples that pushed **{drifted}** ({split} probes) the furthest:", ""]
-    for x in top[split][drifted]["toward"][:TOP_SHOWN]:
+    up = changes[drifted]["measured_change"] >= 0
+    lines += ["", f"(Influences in units of 10^{e}.)", "",
+              f"The readout that moved most is **{drifted}** ({split} probes, {'up' if up else 'down'}); the examples that "
+              f"pushed it {'up' if up else 'down'} the furthest:", ""]
+    for x in top[split][drifted]["toward" if up else "away"][:TOP_SHOWN]:
         text = x["text"].replace("\n", " ").replace("|", "/")
         lines.append(f"- `{x['example_id']}` [{x.get('label')}, {x.get('topic')}, {x.get('style')}] "
                      f"{x['influence'] / 10**e:+.3f}×10^{e}: “{text}…”")
