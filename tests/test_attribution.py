@@ -306,6 +306,9 @@ def test_the_three_commands_retrain_without_the_top_examples(attributed, tmp_pat
     assert cli.main(["counterfactual", "--params", str(params_file), "--runs", str(runs), "--variant-runs", str(cf / "runs"),
                      "--selection", str(cf / "selection.json"), "--out", str(cf / "metrics"), "--no-mlflow"]) == 0
     result = json.loads((cf / "metrics" / "counterfactual.json").read_text())
+    head = json.loads((cf / "metrics" / "headline.json").read_text())
+    assert head["route"] == "likelihood" and head["split"] == "all" and head["stance"] == sel["stance"]
+    assert head["difference_lo"] <= head["difference"] <= head["difference_hi"] and isinstance(head["useful"], bool)
     table = pd.DataFrame(result["routes"]["likelihood"]["rows"])
     assert set(table.variant) == {"full", "top", "random_0", "random_1", "random (mean)", "top − random (mean)"}
     assert set(result["routes"]["likelihood"]["verdicts"]) == {"dev", "test", "all"}

@@ -8,8 +8,8 @@ Compares, at the phase end on the phase probes, the drift of the selected stance
 (``full``), of its retraining without the top-k examples (``top``) and of each retraining without k random
 ones, on the likelihood route (the readout attribution ranks by) and on the judged route where the runs
 traced it. Writes ``<out>/counterfactual.json`` (selection, every drift with its 95% CI, the paired
-difference top − random mean, a verdict per route and split), ``<out>/counterfactual.csv`` and
-``<out>/counterfactual.png``, and logs them as the MLflow run ``counterfactual-<kind>-<name>``.
+difference top − random mean, a verdict per route and split), ``<out>/headline.json`` (the DVC metric: the
+likelihood route on all probes), ``<out>/counterfactual.csv`` and ``<out>/counterfactual.png``, and logs them as the MLflow run ``counterfactual-<kind>-<name>``.
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
               "removed_labels": {v: selection["variants"][v]["removed_labels"] for v in variants(cfg.draws)},
               "n_seeds": 1, "routes": result_routes}
     write_json(out / "counterfactual.json", result)
+    write_json(out / "headline.json", headline(result))
     title = (f"{cfg.run}: drift of {stance} after removing the top {cfg.k} examples by influence "
              f"({cfg.select_split} readout) or {cfg.k} random ones ({cfg.draws} draws), 1 training seed")
     plot_counterfactual(table, stance, out / "counterfactual.png", title)
@@ -112,6 +113,22 @@ def main(argv: list[str] | None = None) -> None:
                      v["difference_lo"], v["difference_hi"], "useful" if v["useful"] else "not shown")
     if not a.no_mlflow:
         log_result(params, result, table, out)
+
+
+def headline(result: dict[str, Any], route: str = "likelihood", split: str = "all") -> dict[str, Any]:
+    """The few numbers ``dvc metrics show`` leads with: on the likelihood route, all probes, the drift of s*
+    after each removal and the paired difference top − random mean with its CI and the verdict."""
+    if route not in result["routes"]:
+        route = next(iter(result["routes"]))
+    rows = {r["variant"]: r for r in result["routes"][route]["rows"] if r["split"] == split}
+    verdict = result["routes"][route]["verdicts"].get(split, {})
+    out: dict[str, Any] = {"stance": result["stance"], "route": route, "split": split}
+    for variant in ("full", "top", "random (mean)"):
+        if variant in rows:
+            out[f"drift_{variant.split(' ')[0]}"] = round(rows[variant]["value"], 4)
+    out.update({k: round(verdict[k], 4) for k in ("difference", "difference_lo", "difference_hi") if k in verdict})
+    out["useful"] = bool(verdict.get("useful", False))
+    return out
 
 
 def log_result(params: Any, result: dict[str, Any], table: pd.DataFrame, out: Path) -> None:
@@ -125,5 +142,5 @@ def log_result(params: Any, result: dict[str, Any], table: pd.DataFrame, out: Pa
                for r in table.itertuples()}
     with fresh_run(params.tracking, BOOKKEEPING, name, {"stage": "counterfactual", "algorithm": "counterfactual"}, run_params) as tracker:
         tracker.log_metrics({k.replace("−", "minus"): v for k, v in metrics.items()}, step=0)
-        for f in ("counterfactual.json", "counterfactual.csv", "counterfactual.png"):
+        for f in ("counterfactual.json", "headline.json", "counterfactual.csv", "counterfactual.png"):
             tracker.log_artifact(out / f, "counterfactual")
