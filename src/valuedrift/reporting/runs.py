@@ -71,14 +71,19 @@ def compute(runs: Path, n_boot: int, ci: float, seed: int, route: str | None = N
     return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()), frames
 
 
+def phase_end_tables(run: RunDir) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The per-probe tables of ``run``'s first and last phase evaluations (None with fewer than two)."""
+    ends = phase_ends(run.checkpoint_records()) if run.trajectory_file.exists() else None
+    return None if ends is None else (load_table(run, ends[0]), load_table(run, ends[1]))
+
+
 def sft_contrasts(runs: Path, n_boot: int, ci: float, seed: int, route: str | None = None) -> pd.DataFrame:
     """Final-profile differences between every pair of SFT corpora (first seed's runs), on the probes both
     scored at their last phase evaluation (:func:`valuedrift.metrics.summary.contrast_rows`)."""
     finals = {}
     for r in discover_runs(runs, seed, route):
-        ends = phase_ends(r.run.checkpoint_records())
-        if r.phase.startswith("sft/") and r.seed == seed and ends is not None:
-            finals[r.phase.split("/", 1)[1]] = load_table(r.run, ends[1])
+        if r.phase.startswith("sft/") and r.seed == seed and (tables := phase_end_tables(r.run)) is not None:
+            finals[r.phase.split("/", 1)[1]] = tables[1]
     names = sorted(finals)
     rows = [row for i, a in enumerate(names) for b in names[i + 1 :]
             for row in contrast_rows(a, finals[a], b, finals[b], n_boot, ci, seed)]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,7 @@ from valuedrift.core import paths
 from valuedrift.core.errors import ConfigError
 from valuedrift.core.io import write_json
 from valuedrift.core.rundir import JUDGED_DIR, RunDir
-from valuedrift.metrics.summary import phase_ends
-from valuedrift.reporting.runs import load_table
+from valuedrift.reporting.runs import phase_end_tables
 from valuedrift.stages.args import check_flags, check_path, parse, stage_parser
 
 log = logging.getLogger(__name__)
@@ -38,23 +38,15 @@ BOOKKEEPING = Path(".valuedrift") / "counterfactual"  # MLflow run bookkeeping (
 ROUTES = {"likelihood": None, "judged": JUDGED_DIR}
 
 
-def end_tables(run: RunDir) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """The per-probe tables of ``run``'s first and last phase evaluations (None if it has fewer than two)."""
-    ends = phase_ends(run.checkpoint_records()) if run.trajectory_file.exists() else None
-    if ends is None:
-        return None
-    return load_table(run, ends[0]), load_table(run, ends[1])
-
-
 def route_tables(original: RunDir, retrained: dict[str, RunDir], route: str | None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]] | None:
     """(the start table, variant -> final table) on one route, or None where a run did not trace it."""
     sub = (lambda r: RunDir(r.path / route)) if route else (lambda r: r)
-    full = end_tables(sub(original))
+    full = phase_end_tables(sub(original))
     if full is None:
         return None
     finals = {FULL: full[1]}
     for variant, run in retrained.items():
-        ends = end_tables(sub(run))
+        ends = phase_end_tables(sub(run))
         if ends is None:
             return None
         finals[variant] = ends[1]
@@ -131,6 +123,12 @@ def headline(result: dict[str, Any], route: str = "likelihood", split: str = "al
     return out
 
 
+def metric_name(variant: str) -> str:
+    """A variant as an MLflow metric name: ``random (mean)`` -> ``random_mean``, ``top − random (mean)`` ->
+    ``top_minus_random_mean``."""
+    return re.sub(r"[^\w]+", "_", variant.replace("−", "minus")).strip("_")
+
+
 def log_result(params: Any, result: dict[str, Any], table: pd.DataFrame, out: Path) -> None:
     """The comparison as an MLflow run ``counterfactual-<kind>-<name>``: each drift as a metric
     ``counterfactual/<route>/<split>/<variant>``, the files as artifacts."""
@@ -138,9 +136,8 @@ def log_result(params: Any, result: dict[str, Any], table: pd.DataFrame, out: Pa
 
     name = "counterfactual-" + result["run"].replace("/", "-")
     run_params = {k: result[k] for k in ("run", "stance", "select_split", "k", "draws")}
-    metrics = {f"counterfactual/{r.route}/{r.split}/{r.variant.replace(' ', '_').replace('(', '').replace(')', '')}": r.value
-               for r in table.itertuples()}
+    metrics = {f"counterfactual/{r.route}/{r.split}/{metric_name(r.variant)}": r.value for r in table.itertuples()}
     with fresh_run(params.tracking, BOOKKEEPING, name, {"stage": "counterfactual", "algorithm": "counterfactual"}, run_params) as tracker:
-        tracker.log_metrics({k.replace("−", "minus"): v for k, v in metrics.items()}, step=0)
+        tracker.log_metrics(metrics, step=0)
         for f in ("counterfactual.json", "headline.json", "counterfactual.csv", "counterfactual.png"):
             tracker.log_artifact(out / f, "counterfactual")
