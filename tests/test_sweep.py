@@ -390,3 +390,24 @@ def test_tpe_models_the_conditional_space_jointly():
     p = parse_params(tiny_params_dict())
     sampler = make_sampler(p.tune, 0, dimensions(p.tune))
     assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._multivariate and sampler._group
+
+
+def test_only_the_schema_creation_race_is_retried():
+    """make_storage reconnects after another worker created Optuna's schema first (PostgreSQL: a duplicate
+    enum type, or 'relation "studies" already exists'), and re-raises every other SQL error."""
+    import sqlalchemy
+
+    from valuedrift.tune.storage import schema_race
+
+    class Orig(Exception):
+        def __init__(self, pgcode):
+            self.pgcode = pgcode
+
+    def err(cls, pgcode):
+        return cls("CREATE TABLE studies", {}, Orig(pgcode))
+
+    assert schema_race(err(sqlalchemy.exc.ProgrammingError, "42P07"))  # duplicate_table
+    assert schema_race(err(sqlalchemy.exc.IntegrityError, "23505"))  # the enum type's catalog row
+    assert not schema_race(err(sqlalchemy.exc.ProgrammingError, "42601"))  # a syntax error
+    assert schema_race(err(sqlalchemy.exc.IntegrityError, None))  # SQLite: no SQLSTATE
+    assert not schema_race(err(sqlalchemy.exc.ProgrammingError, None))

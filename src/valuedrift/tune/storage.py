@@ -66,13 +66,25 @@ def make_storage(url: str, heartbeat_s: int, on_stale: Any) -> optuna.storages.B
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
                 heartbeat_stale_trial_callback=on_stale,
             )
-        except sqlalchemy.exc.IntegrityError:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
             # two workers starting at once on an empty database both create Optuna's schema; on PostgreSQL
-            # the loser fails (duplicate enum type / table). The tables exist now: connect again.
-            if attempt == SCHEMA_RACE_RETRIES:
+            # the loser fails: a duplicate enum type (IntegrityError) or a duplicate table ("relation ...
+            # already exists", ProgrammingError). The schema exists now: connect again.
+            if attempt == SCHEMA_RACE_RETRIES or not schema_race(e):
                 raise
             time.sleep(1.0 + attempt)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# PostgreSQL SQLSTATEs of creating what another connection just created: unique_violation (the enum type's
+# catalog row), duplicate_table, duplicate_object
+SCHEMA_RACE_CODES = {"23505", "42P07", "42710"}
+
+
+def schema_race(e: sqlalchemy.exc.DBAPIError) -> bool:
+    """Whether ``e`` is the schema-creation race of :func:`make_storage` (and not another SQL error)."""
+    code = getattr(e.orig, "pgcode", None)
+    return code in SCHEMA_RACE_CODES if code is not None else isinstance(e, sqlalchemy.exc.IntegrityError)
 
 
 def make_sampler(tune: TuneConfig, seed: int, dims: dict[str, list[Dimension]]) -> optuna.samplers.BaseSampler:
