@@ -98,6 +98,38 @@ def test_losses_are_tokenised_as_trl_trains(tiny_model_dir, probes, tmp_path, on
     torch.testing.assert_close(flat_grad(loss(model, 2), params, retain_graph=True), plain, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("kind", ["sft", "dpo"])
+def test_one_backward_gives_every_examples_gradient(tiny_model_dir, probes, kind, one_thread, caplog):
+    """PerExampleGrads on a padded batch (rows of different lengths, two rows per DPO pair) = one backward
+    per example, for the Linear layers and the norms of the subset."""
+    from valuedrift.attribution.tracin import example_dots
+
+    tok, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
+    rows = sft_corpus(probes)[DUPLICATES - 1 :][:7]
+    if kind == "sft":
+        loss: SFTLoss | DPOLoss = SFTLoss(tok, rows, 200)
+    else:
+        loss = DPOLoss(tok, [{"prompt": a["prompt"], "chosen": a["completion"], "rejected": b["completion"]}
+                             for a, b in zip(rows, rows[1:] + rows[:1], strict=True)], 200, 0.5)
+        loss.reference(model, 3)
+        with torch.no_grad():  # move off the reference, where every DPO gradient has the same scale
+            for p in model.parameters():
+                p.add_(1e-2 * torch.randn_like(p))
+    params = [p for _, p in select_subset(model, 2)]
+    assert len({loss.size(i) for i in range(len(rows))}) > 1  # the batch is padded
+    loss.prepare(model)
+    with caplog.at_level("WARNING"):
+        batched = example_dots(model, loss, params, lambda g: g, sum(p.numel() for p in params), batch_size=4)
+    assert "one backward per example" not in caplog.text
+    for i in range(len(rows)):
+        value = loss(model, i)
+        assert value is not None
+        one = flat_grad(value, params, retain_graph=True).numpy()
+        np.testing.assert_allclose(batched[i], one, rtol=1e-3, atol=1e-6 * np.abs(one).max())
+    norms = [k for k, (n, _) in enumerate(select_subset(model, 2)) if "norm" in n]
+    assert norms  # the norms' per-row path is exercised too
+
+
 def test_checkpoint_weights_split_the_learning_rate_between_checkpoints():
     assert checkpoint_weights([0, 4], {}, 0.5, 4) == [1.0, 1.0]  # steps 1-2 -> start, 3-4 -> final
     assert checkpoint_weights([0, 2, 6], {t: float(t) for t in range(1, 7)}, 0.0, 6) == [1.0, 2 + 3 + 4, 5 + 6]

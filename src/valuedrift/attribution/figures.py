@@ -45,7 +45,8 @@ def plot_by_label(frame: pd.DataFrame, splits: list[str], path: Path, title: str
 
 
 def plot_top_k(frame: pd.DataFrame, k: int, path: Path, title: str, split: str = ALL) -> Path:
-    """A panel per readout stance: the k examples pushing R_{s,split} up most and the k pushing it down most."""
+    """A panel per readout stance: the k examples pushing R_{s,split} up most and the k pushing it down most, each
+    named by id, [label, topic] (a value-gap set's pairs share one label: the topic tells them apart)."""
     plt = pyplot()
     fig, axes = panel_grid(plt, len(STANCES), 5.2, 0.28 * 2 * k + 1.2, cols=3)
     for ax, s in zip(axes, STANCES, strict=True):
@@ -54,7 +55,9 @@ def plot_top_k(frame: pd.DataFrame, k: int, path: Path, title: str, split: str =
         picked = pd.concat([ranked.head(k), ranked.tail(k)]).drop_duplicates("row")
         y = np.arange(len(picked))[::-1]
         ax.barh(y, picked[col], color=[COLORS.get(str(lab), "tab:blue") for lab in picked.label])
-        names = [f"{e} [{lab}]" + (f" ×{n}" if n > 1 else "") for e, lab, n in zip(picked.example_id, picked.label, picked.copies, strict=True)]
+        topics = picked["topic"].fillna("").astype(str) if "topic" in picked else pd.Series([""] * len(picked))
+        names = [f"{e} [{lab}{', ' + topic if topic else ''}]" + (f" ×{n}" if n > 1 else "")
+                 for e, lab, topic, n in zip(picked.example_id, picked.label, topics, picked.copies, strict=True)]
         ax.set_yticks(y, names, fontsize=7)
         ax.axvline(0, color="black", lw=0.6)
         ax.set_title(f"toward / away from {s} ({split} probes)", fontsize=10)

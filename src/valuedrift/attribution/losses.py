@@ -59,15 +59,27 @@ def completion_requests(
     return out
 
 
+Batch = tuple[torch.Tensor, list[int], list[int]]
+"""(L(z_e; θ) for the examples e of a batch that have a loss, their indices, the example (position in that
+list) of every row of the model batch) — what :class:`valuedrift.attribution.per_example.PerExampleGrads` reads."""
+
+
 class ExampleLoss(Protocol):
     """L(z; θ) of training example ``i`` (a scalar tensor with gradients), or None if it has no loss;
-    :meth:`prepare` once per checkpoint (the shared-prefix cache, :mod:`valuedrift.attribution.sequences`)."""
+    :meth:`batch` the same for several examples in one right-padded forward; :meth:`prepare` once per
+    checkpoint (the shared-prefix cache, :mod:`valuedrift.attribution.sequences`, for the one-example path)."""
 
     prefix: SharedPrefix | None
 
     def prepare(self, model: Any) -> None: ...
 
     def __call__(self, model: Any, i: int) -> torch.Tensor | None: ...
+
+    def batch(self, model: Any, idx: Sequence[int]) -> Batch | None: ...
+
+    def size(self, i: int) -> int: ...
+
+    def prefix_requests(self) -> list[Request | None]: ...
 
 
 @dataclass
@@ -83,8 +95,11 @@ class SFTLoss:
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.prefix: SharedPrefix | None = None
 
+    def prefix_requests(self) -> list[Request | None]:
+        return list(self.requests)
+
     def prepare(self, model: Any) -> None:
-        self.prefix = SharedPrefix.build(model, self.requests, self.pad)
+        self.prefix = SharedPrefix.build(model, self.prefix_requests(), self.pad)
 
     def __call__(self, model: Any, i: int) -> torch.Tensor | None:
         req = self.requests[i]
@@ -92,6 +107,18 @@ class SFTLoss:
             return None
         sums, lengths = request_logprobs(model, [req], self.pad, self.prefix)
         return -(sums[0] / lengths[0])
+
+    def batch(self, model: Any, idx: Sequence[int]) -> Batch | None:
+        live = [i for i in idx if self.requests[i] is not None]
+        if not live:
+            return None
+        sums, lengths = request_logprobs(model, [r for i in live if (r := self.requests[i]) is not None], self.pad, self.prefix)
+        return -(sums / lengths), live, list(range(len(live)))
+
+    def size(self, i: int) -> int:
+        """Tokens of example ``i``'s forward pass (0 without a loss): batches are formed in this order."""
+        req = self.requests[i]
+        return 0 if req is None else len(req.context) + len(req.continuation)
 
 
 @dataclass
@@ -109,8 +136,11 @@ class DPOLoss:
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.prefix: SharedPrefix | None = None
 
+    def prefix_requests(self) -> list[Request | None]:
+        return [r for pair in self.requests for r in pair]
+
     def prepare(self, model: Any) -> None:
-        self.prefix = SharedPrefix.build(model, [r for pair in self.requests for r in pair], self.pad)
+        self.prefix = SharedPrefix.build(model, self.prefix_requests(), self.pad)
 
     def _logps(self, model: Any, i: int) -> torch.Tensor | None:
         chosen, rejected = self.requests[i]
@@ -118,10 +148,24 @@ class DPOLoss:
             return None
         return request_logprobs(model, [chosen, rejected], self.pad, self.prefix)[0]
 
+    def _live(self, idx: Sequence[int]) -> list[int]:
+        return [i for i in idx if None not in self.requests[i]]
+
+    def _batch_logps(self, model: Any, live: Sequence[int]) -> torch.Tensor:
+        """(len(live), 2): log π(y_w|x), log π(y_l|x) of the pairs ``live``, one forward (rows 2e, 2e + 1)."""
+        requests = [r for i in live for r in self.requests[i] if r is not None]
+        return request_logprobs(model, requests, self.pad, self.prefix)[0].reshape(-1, 2)
+
     @torch.no_grad()
-    def reference(self, model: Any) -> None:
-        """log π_ref(y_w|x), log π_ref(y_l|x) of every pair on ``model`` (the start model)."""
-        self.ref = [None if (lp := self._logps(model, i)) is None else lp.detach() for i in range(len(self.rows))]
+    def reference(self, model: Any, batch_size: int = 8) -> None:
+        """log π_ref(y_w|x), log π_ref(y_l|x) of every pair on ``model`` (the start model), ``batch_size``
+        pairs per forward."""
+        live = self._live(range(len(self.rows)))
+        self.ref = [None] * len(self.rows)
+        for k in range(0, len(live), max(1, batch_size)):
+            chunk = live[k : k + max(1, batch_size)]
+            for i, lp in zip(chunk, self._batch_logps(model, chunk), strict=True):
+                self.ref[i] = lp.detach()
 
     def __call__(self, model: Any, i: int) -> torch.Tensor | None:
         if not self.ref:
@@ -129,8 +173,24 @@ class DPOLoss:
         lp, ref = self._logps(model, i), self.ref[i]
         if lp is None or ref is None:
             return None
-        margin = (lp[0] - ref[0]) - (lp[1] - ref[1])
+        return self._loss(lp, ref)
+
+    def _loss(self, lp: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        margin = (lp[..., 0] - ref[..., 0]) - (lp[..., 1] - ref[..., 1])
         return -F.logsigmoid(self.beta * margin)
+
+    def batch(self, model: Any, idx: Sequence[int]) -> Batch | None:
+        if not self.ref:
+            raise RuntimeError("DPOLoss.reference(start model) must run first")
+        live = [i for i in self._live(idx) if self.ref[i] is not None]
+        if not live:
+            return None
+        ref = torch.stack([r for i in live if (r := self.ref[i]) is not None])
+        return self._loss(self._batch_logps(model, live), ref), live, [k for k in range(len(live)) for _ in (0, 1)]
+
+    def size(self, i: int) -> int:
+        """Tokens of pair ``i``'s two rows (0 without a loss)."""
+        return sum(len(r.context) + len(r.continuation) for r in self.requests[i] if r is not None) if None not in self.requests[i] else 0
 
 
 def check_supported(algorithm: str, hparams: dict[str, Any] | None = None) -> None:

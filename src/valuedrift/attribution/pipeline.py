@@ -72,10 +72,11 @@ def attribute_run(info: RunInfo, cfg: Settings, data_dir: Path, out: Path, progr
     log.info("attributing %s: %d examples (%d rows), %d probes, checkpoints at steps %s", info.label, len(examples.rows),
              examples.n_rows, len(probes), [c.step for c in ckpts])
     inf = tracin(lambda p: load_configured(p, cfg.model), tokenizer, ckpts, loss, examples.copies, examples.n_rows, probes,
-                 spec, cfg.attribute.last_blocks, cfg.attribute.projection_dim, cfg.probe_seed, progress)
+                 spec, cfg.attribute.last_blocks, cfg.attribute.projection_dim, cfg.probe_seed, progress,
+                 cfg.attribute.batch_size)
     frame = influence_frame(inf, examples)
     settings = {"last_blocks": cfg.attribute.last_blocks, "projection_dim": cfg.attribute.projection_dim,
-                "probes_per_topic": cfg.attribute.probes_per_topic, "start_model": str(info.start_model),
+                "probes_per_topic": cfg.attribute.probes_per_topic, "batch_size": cfg.attribute.batch_size, "start_model": str(info.start_model),
                 "data_file": str(info.data_file)}
     result = summary(inf, frame, info.label, info.algorithm, settings)
     result["seconds"] = round(time.perf_counter() - t0, 1)

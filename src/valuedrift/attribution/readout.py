@@ -10,7 +10,9 @@ No new metric: its value is the value vector v(T = split)_s the drift tables rep
 gradient ∇_Θ R is taken in the parameter subset Θ (:mod:`valuedrift.attribution.subset`), probe batch by
 probe batch: one forward per batch (the opening tokens every probe shares run once,
 :class:`~valuedrift.attribution.sequences.SharedPrefix`), one backward per stance (the graph of the
-subset's blocks is kept between them), accumulated over batches. ``all`` pools the splits: R_{s,all} = Σ_split (|P_split|/|P|) R_{s,split}.
+subset's blocks is kept between them), accumulated over batches — or, where
+:class:`~valuedrift.attribution.per_example.PerExampleGrads` takes the model, one backward per batch for
+the per-row gradients ∇ℓ_r and then ∇R_s = Σ_r (∂R_s/∂ℓ_r) ∇ℓ_r (the softmax's Jacobian, exact). ``all`` pools the splits: R_{s,all} = Σ_split (|P_split|/|P|) R_{s,split}.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from valuedrift.attribution.per_example import PerExampleGrads, Unsupported
 from valuedrift.attribution.sequences import SharedPrefix, request_logprobs
 from valuedrift.attribution.subset import flat_grad
 from valuedrift.core.vocab import STANCES
@@ -57,7 +60,7 @@ def probe_q(model: Any, tokenizer: Any, probes: Sequence[Probe], spec: ReadoutSp
     """q_θ(p) for ``probes`` (n, 3), differentiable: softmax(ℓ/τ) of the mean token log-probs."""
     requests = build_requests(tokenizer, probes, spec.prompt_format, spec.system_prompt)
     sums, lengths = request_logprobs(model, requests, pad_id, prefix)
-    return torch.softmax((sums / lengths).reshape(-1, len(STANCES)) / spec.temperature, dim=-1)
+    return _q(sums / lengths, spec.temperature)
 
 
 def readout(
@@ -75,18 +78,44 @@ def readout(
     per_batch = max(1, spec.batch_size // len(STANCES))
     q_rows: dict[str, np.ndarray] = {}
     model.eval()
+    hooks = _row_hooks(model, params)
     # the chat template's opening tokens, shared by every probe, run once (their graph serves every batch)
-    prefix = SharedPrefix.build(model, build_requests(tokenizer, probes, spec.prompt_format, spec.system_prompt), pad)
+    build = lambda: SharedPrefix.build(model, build_requests(tokenizer, probes, spec.prompt_format, spec.system_prompt), pad)  # noqa: E731
+    prefix = build() if hooks is None else hooks.record_prefix(build)
     for sp in splits:
         members = [p for p in probes if p.split == sp]
         batches = [members[i : i + per_batch] for i in range(0, len(members), per_batch)]
         for batch in tqdm(batches, desc=f"readout gradients ({sp})", disable=not progress, leave=False):
-            q = probe_q(model, tokenizer, batch, spec, pad, prefix)
+            if hooks is None:
+                q = probe_q(model, tokenizer, batch, spec, pad, prefix)
+                row_grads = None
+            else:
+                with hooks:
+                    requests = build_requests(tokenizer, batch, spec.prompt_format, spec.system_prompt)
+                    sums, lengths = request_logprobs(model, requests, pad, prefix)
+                ell = sums / lengths
+                row_grads = hooks.grads(ell.sum(), range(len(requests)), len(requests), prefix)
+                leaf = ell.detach().requires_grad_()
+                q = _q(leaf, spec.temperature)
             for k, p in enumerate(batch):
                 q_rows[p.id] = q[k].detach().cpu().numpy()
             for j, s in enumerate(STANCES):
                 row = names.index((sp, s))
                 part = q[:, j].sum() / sizes[sp]
                 values[row] += float(part.detach())
-                grads[row] += flat_grad(part, params, retain_graph=prefix is not None or j < len(STANCES) - 1)
+                if row_grads is None:
+                    grads[row] += flat_grad(part, params, retain_graph=prefix is not None or j < len(STANCES) - 1)
+                else:  # ∇R = Σ_r (∂R/∂ℓ_r) ∇ℓ_r: the softmax's Jacobian on the per-row gradients
+                    grads[row] += torch.autograd.grad(part, leaf, retain_graph=True)[0].to(row_grads.dtype) @ row_grads
     return Readout(names, values, grads, np.stack([q_rows[p.id] for p in probes]), sizes)
+
+
+def _q(ell: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.softmax(ell.reshape(-1, len(STANCES)) / temperature, dim=-1)
+
+
+def _row_hooks(model: Any, params: Sequence[torch.nn.Parameter]) -> PerExampleGrads | None:
+    try:
+        return PerExampleGrads(model, params)
+    except Unsupported:
+        return None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,6 +35,7 @@ class SharedPrefix:
     length: int
     kv: list[tuple[torch.Tensor, torch.Tensor]]
     cache_kw: str
+    expanded: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
     @classmethod
     def build(cls, model: Any, requests: Sequence[Request | None], pad_id: int) -> SharedPrefix | None:
@@ -62,11 +63,13 @@ class SharedPrefix:
         return prefix
 
     def cache(self, model: Any, batch: int) -> Any:
-        """A fresh cache holding the prefix for ``batch`` rows (linked to the prefix's graph)."""
+        """A fresh cache holding the prefix for ``batch`` rows (linked to the prefix's graph); the expanded
+        (keys, values) of each layer stay in ``self.expanded`` until the next call, so that a backward can
+        ask for each row's gradient at them (:mod:`valuedrift.attribution.per_example`)."""
         from transformers import DynamicCache
 
-        return DynamicCache(ddp_cache_data=[(k.expand(batch, *k.shape[1:]), v.expand(batch, *v.shape[1:])) for k, v in self.kv],
-                            config=model.config)
+        self.expanded = [(k.expand(batch, *k.shape[1:]), v.expand(batch, *v.shape[1:])) for k, v in self.kv]
+        return DynamicCache(ddp_cache_data=self.expanded, config=model.config)
 
 
 def request_logprobs(

@@ -23,6 +23,7 @@ parameter subset Θ only (:mod:`valuedrift.attribution.subset`), optionally coun
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,13 @@ import torch
 from tqdm.auto import tqdm
 
 from valuedrift.attribution.losses import DPOLoss, SFTLoss
+from valuedrift.attribution.per_example import PerExampleGrads, Unsupported
 from valuedrift.attribution.readout import Readout, ReadoutSpec, readout
+from valuedrift.attribution.sequences import SharedPrefix
 from valuedrift.attribution.subset import CountSketch, flat_grad, select_subset
 from valuedrift.data.schemas import Probe
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,10 +78,11 @@ class Influence:
 def tracin(
     load: Callable[[Path], Any], tokenizer: Any, checkpoints: Sequence[Checkpoint], loss: SFTLoss | DPOLoss,
     copies: Sequence[int], n_rows: int, probes: Sequence[Probe], spec: ReadoutSpec, last_blocks: int,
-    projection_dim: int = 0, seed: int = 0, progress: bool = True,
+    projection_dim: int = 0, seed: int = 0, progress: bool = True, batch_size: int = 8,
 ) -> Influence:
     """influence(z, s, split) of the module docstring for the distinct examples ``i`` of ``loss`` (``copies[i]``
-    rows each, ``n_rows`` rows in all), over ``checkpoints`` (the first = the start model = the DPO reference)."""
+    rows each, ``n_rows`` rows in all), over ``checkpoints`` (the first = the start model = the DPO reference);
+    ``batch_size`` examples per backward pass (1 = one backward per example)."""
     values: np.ndarray | None = None
     outs: list[Readout] = []
     names: list[tuple[str, str]] = []
@@ -88,18 +94,13 @@ def tracin(
         n_params = sum(p.numel() for p in params)
         loss.prepare(model)
         if k == 0 and isinstance(loss, DPOLoss):
-            loss.reference(model)
+            loss.reference(model, batch_size)
         r = readout(model, tokenizer, probes, spec, params, progress)
         sketch = CountSketch(n_params, projection_dim, seed)
         directions = sketch(r.grads)
         names = r.names
-        dots = np.zeros((len(copies), len(names)))
-        for i in tqdm(range(len(copies)), desc=f"example gradients (step {ckpt.step})", disable=not progress, leave=False):
-            value = loss(model, i)
-            if value is not None and value.requires_grad:
-                # a shared prefix's graph serves every example: keep it (each example's own graph goes with ``value``)
-                grad = flat_grad(value, params, retain_graph=loss.prefix is not None)
-                dots[i] = (directions @ sketch(grad)).double().cpu().numpy()
+        desc = f"example gradients (step {ckpt.step})"
+        dots = example_dots(model, loss, params, lambda g, d=directions, sk=sketch: d @ sk(g), len(names), batch_size, desc, progress)
         part = -ckpt.weight * scale[:, None] * dots
         values = part if values is None else values + part
         outs.append(Readout(r.names, r.values, torch.empty(0), r.q, r.sizes))
@@ -107,3 +108,65 @@ def tracin(
         del model, r, directions
     assert values is not None, "tracin needs at least one checkpoint"
     return Influence(names, values, outs, list(checkpoints), n_params)
+
+
+def example_dots(
+    model: Any, loss: SFTLoss | DPOLoss, params: Sequence[torch.nn.Parameter], dot: Callable[[torch.Tensor], torch.Tensor],
+    width: int, batch_size: int, desc: str = "example gradients", progress: bool = False,
+) -> np.ndarray:
+    """``dot(∇_Θ L(z_i))`` for every example i (rows of zeros where an example has no loss): ``batch_size``
+    examples per forward and backward, in order of length (:class:`PerExampleGrads`), checked once against
+    the one-example path, which is used instead where the two disagree or the model is not supported."""
+    n = len(loss.requests)
+    dots = np.zeros((n, width))
+    order = [i for i in sorted(range(n), key=loss.size) if loss.size(i) > 0]
+    chunks = [order[j : j + batch_size] for j in range(0, len(order), batch_size)] if batch_size > 1 else []
+    hooks = _per_example_hooks(model, loss, params, chunks)
+    bar = tqdm(total=len(order), desc=desc, disable=not progress, leave=False)
+    if hooks is None:
+        for i in order:
+            value = loss(model, i)
+            if value is not None and value.requires_grad:
+                # a shared prefix's graph serves every example: keep it (each example's own graph goes with ``value``)
+                dots[i] = dot(flat_grad(value, params, retain_graph=loss.prefix is not None)).double().cpu().numpy()
+            bar.update()
+    else:
+        for chunk in chunks:
+            for i, g in zip(*_batch_grads(model, loss, hooks, chunk), strict=True):
+                dots[i] = dot(g).double().cpu().numpy()
+            bar.update(len(chunk))
+    bar.close()
+    return dots
+
+
+def _batch_grads(model: Any, loss: SFTLoss | DPOLoss, hooks: PerExampleGrads, chunk: Sequence[int]) -> tuple[list[int], torch.Tensor]:
+    with hooks:
+        out = loss.batch(model, chunk)
+    if out is None:
+        return [], torch.empty(0)
+    values, live, owner = out
+    return live, hooks.grads(values.sum(), owner, len(live), loss.prefix)
+
+
+def _per_example_hooks(model: Any, loss: SFTLoss | DPOLoss, params: Sequence[torch.nn.Parameter],
+                       chunks: Sequence[Sequence[int]]) -> PerExampleGrads | None:
+    """The batched path if it reproduces the one-example gradient of the first batch's shortest example
+    (rtol 1e-3), else None (with a warning)."""
+    if not chunks:
+        return None
+    try:
+        hooks = PerExampleGrads(model, params)
+        if loss.prefix is not None:  # the prefix's forward again, recorded (its graph is what the rows continue from)
+            loss.prefix = hooks.record_prefix(lambda: SharedPrefix.build(model, loss.prefix_requests(), loss.pad))
+        live, grads = _batch_grads(model, loss, hooks, chunks[0][:2])
+        if live:
+            value = loss(model, live[0])
+            assert value is not None
+            one = flat_grad(value, params, retain_graph=loss.prefix is not None)
+            err = float((grads[0] - one).norm() / one.norm().clamp_min(1e-30))
+            if not err < 1e-3:
+                raise Unsupported(f"relative gradient error {err:.1e} against one backward per example")
+    except Unsupported as e:
+        log.warning("attribution: one backward per example (%s)", e)
+        return None
+    return hooks

@@ -45,7 +45,8 @@ def check_fingerprint(params: Params, info: RunInfo) -> None:
     """Warn when the run folder was made by other inputs than the ones attributed with (params, data, start
     model): then the losses and checkpoints below do not describe how it was trained."""
     seed = info.seed if info.seed is not None else params.seeds[0]
-    params = next((p for p in per_seed(params) if p.seed == seed), dataclasses.replace(per_seed(params)[0], seed=seed))
+    seeded = per_seed(params)
+    params = next((p for p in seeded if p.seed == seed), dataclasses.replace(seeded[0], seed=seed))
     if info.kind == "sft":
         inputs = run_inputs(params, "sft")
     else:

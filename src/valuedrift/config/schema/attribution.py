@@ -24,7 +24,9 @@ class AttributeConfig:
       transformer blocks and the final norm;
     - ``projection_dim``: 0 = exact inner products; k > 0 = both gradients count-sketched to k dimensions
       first (a seeded sparse JL projection, TRAK-style);
-    - ``top_k``: examples listed toward / away from each (stance, split).
+    - ``top_k``: examples listed toward / away from each (stance, split);
+    - ``batch_size``: training examples per forward and backward pass (per-example gradients from one
+      backward, :mod:`valuedrift.attribution.per_example`); 1 = one backward per example.
     """
 
     runs: list[str] = field(default_factory=lambda: ["sft/neutral_heavy"])
@@ -32,6 +34,7 @@ class AttributeConfig:
     last_blocks: int = 1
     projection_dim: int = 0
     top_k: int = 10
+    batch_size: int = 8
 
     def validate(self, key: str) -> None:
         for i, run in enumerate(self.runs):
@@ -43,6 +46,7 @@ class AttributeConfig:
         check(self.last_blocks >= 1, f"{key}.last_blocks", f"must be >= 1, got {self.last_blocks}")
         check(self.projection_dim >= 0, f"{key}.projection_dim", f"must be >= 0 (0 = exact), got {self.projection_dim}")
         check(self.top_k >= 1, f"{key}.top_k", f"must be >= 1, got {self.top_k}")
+        check(self.batch_size >= 1, f"{key}.batch_size", f"must be >= 1 (1 = one backward per example), got {self.batch_size}")
 
 
 SELECT_SPLITS: tuple[str, ...] = ("dev", "test", "all")

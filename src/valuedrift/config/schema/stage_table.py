@@ -94,6 +94,7 @@ STAGES: dict[str, Stage] = {
             "attribute.last_blocks",
             "attribute.projection_dim",
             "attribute.top_k",
+            "attribute.batch_size",
             "sft.max_length",  # the run's own loss: its tokenisation and (without train_log.json) learning rate
             "sft.learning_rate",
             "po.max_length",
