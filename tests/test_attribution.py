@@ -130,6 +130,26 @@ def test_one_backward_gives_every_examples_gradient(tiny_model_dir, probes, kind
     assert norms  # the norms' per-row path is exercised too
 
 
+def test_a_model_the_hooks_do_not_fit_falls_back_to_one_backward_per_example(tiny_model_dir, probes, one_thread, caplog, monkeypatch):
+    from valuedrift.attribution import per_example
+    from valuedrift.attribution.tracin import example_dots
+
+    tok, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
+    loss = SFTLoss(tok, sft_corpus(probes)[DUPLICATES - 1 :][:3], 200)
+    params = [p for _, p in select_subset(model, 1)]
+    loss.prepare(model)
+    want = example_dots(model, loss, params, lambda g: g[:50], 50, batch_size=1)
+
+    def unsupported(*args, **kwargs):
+        raise per_example.Unsupported("a layer it does not know")
+
+    monkeypatch.setattr(per_example, "_local", unsupported)  # e.g. a norm whose weight does not broadcast per row
+    with caplog.at_level("WARNING"):
+        got = example_dots(model, loss, params, lambda g: g[:50], 50, batch_size=4)
+    assert "one backward per example (Unsupported: a layer it does not know)" in caplog.text
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_checkpoint_weights_split_the_learning_rate_between_checkpoints():
     assert checkpoint_weights([0, 4], {}, 0.5, 4) == [1.0, 1.0]  # steps 1-2 -> start, 3-4 -> final
     assert checkpoint_weights([0, 2, 6], {t: float(t) for t in range(1, 7)}, 0.0, 6) == [1.0, 2 + 3 + 4, 5 + 6]

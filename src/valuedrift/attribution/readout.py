@@ -65,9 +65,10 @@ def probe_q(model: Any, tokenizer: Any, probes: Sequence[Probe], spec: ReadoutSp
 
 def readout(
     model: Any, tokenizer: Any, probes: Sequence[Probe], spec: ReadoutSpec, params: Sequence[torch.nn.Parameter],
-    progress: bool = False,
+    progress: bool = False, per_row: bool = True,
 ) -> Readout:
-    """R_{s,split}(θ) and ∇_Θ R_{s,split}(θ) for every split among ``probes`` and every stance."""
+    """R_{s,split}(θ) and ∇_Θ R_{s,split}(θ) for every split among ``probes`` and every stance; ``per_row``:
+    from the per-row gradients of one backward per batch (else one backward per stance)."""
     splits = sorted({p.split for p in probes})
     sizes = {sp: sum(p.split == sp for p in probes) for sp in splits}
     names = [(sp, s) for sp in splits for s in STANCES]
@@ -78,7 +79,7 @@ def readout(
     per_batch = max(1, spec.batch_size // len(STANCES))
     q_rows: dict[str, np.ndarray] = {}
     model.eval()
-    hooks = _row_hooks(model, params)
+    hooks = _row_hooks(model, params) if per_row else None
     # the chat template's opening tokens, shared by every probe, run once (their graph serves every batch)
     build = lambda: SharedPrefix.build(model, build_requests(tokenizer, probes, spec.prompt_format, spec.system_prompt), pad)  # noqa: E731
     prefix = build() if hooks is None else hooks.record_prefix(build)

@@ -95,12 +95,14 @@ def tracin(
         loss.prepare(model)
         if k == 0 and isinstance(loss, DPOLoss):
             loss.reference(model, batch_size)
-        r = readout(model, tokenizer, probes, spec, params, progress)
+        hooks = per_example_hooks(model, loss, params, batch_size)
+        r = readout(model, tokenizer, probes, spec, params, progress, per_row=hooks is not None)
         sketch = CountSketch(n_params, projection_dim, seed)
         directions = sketch(r.grads)
         names = r.names
         desc = f"example gradients (step {ckpt.step})"
-        dots = example_dots(model, loss, params, lambda g, d=directions, sk=sketch: d @ sk(g), len(names), batch_size, desc, progress)
+        dots = example_dots(model, loss, params, lambda g, d=directions, sk=sketch: d @ sk(g), len(names),
+                            batch_size if hooks is not None else 1, desc, progress, hooks)
         part = -ckpt.weight * scale[:, None] * dots
         values = part if values is None else values + part
         outs.append(Readout(r.names, r.values, torch.empty(0), r.q, r.sizes))
@@ -112,16 +114,17 @@ def tracin(
 
 def example_dots(
     model: Any, loss: SFTLoss | DPOLoss, params: Sequence[torch.nn.Parameter], dot: Callable[[torch.Tensor], torch.Tensor],
-    width: int, batch_size: int, desc: str = "example gradients", progress: bool = False,
+    width: int, batch_size: int, desc: str = "example gradients", progress: bool = False, hooks: PerExampleGrads | None = None,
 ) -> np.ndarray:
     """``dot(∇_Θ L(z_i))`` for every example i (rows of zeros where an example has no loss): ``batch_size``
-    examples per forward and backward, in order of length (:class:`PerExampleGrads`), checked once against
-    the one-example path, which is used instead where the two disagree or the model is not supported."""
+    examples per forward and backward, in order of length, with ``hooks`` (:func:`per_example_hooks`, made
+    here when None and ``batch_size`` > 1); one backward per example where there are none."""
     n = len(loss.requests)
     dots = np.zeros((n, width))
     order = [i for i in sorted(range(n), key=loss.size) if loss.size(i) > 0]
-    chunks = [order[j : j + batch_size] for j in range(0, len(order), batch_size)] if batch_size > 1 else []
-    hooks = _per_example_hooks(model, loss, params, chunks)
+    chunks = [order[j : j + batch_size] for j in range(0, len(order), batch_size)]
+    if hooks is None and batch_size > 1:
+        hooks = per_example_hooks(model, loss, params, batch_size)
     bar = tqdm(total=len(order), desc=desc, disable=not progress, leave=False)
     if hooks is None:
         for i in order:
@@ -148,17 +151,19 @@ def _batch_grads(model: Any, loss: SFTLoss | DPOLoss, hooks: PerExampleGrads, ch
     return live, hooks.grads(values.sum(), owner, len(live), loss.prefix)
 
 
-def _per_example_hooks(model: Any, loss: SFTLoss | DPOLoss, params: Sequence[torch.nn.Parameter],
-                       chunks: Sequence[Sequence[int]]) -> PerExampleGrads | None:
-    """The batched path if it reproduces the one-example gradient of the first batch's shortest example
-    (rtol 1e-3), else None (with a warning)."""
-    if not chunks:
+def per_example_hooks(model: Any, loss: SFTLoss | DPOLoss, params: Sequence[torch.nn.Parameter],
+                      batch_size: int) -> PerExampleGrads | None:
+    """Per-example gradients for ``loss``'s batches on ``model`` if they reproduce a plain backward on the
+    shortest example (relative error < 1e-3); None (with a warning: one backward per example) otherwise, or
+    when ``batch_size`` is 1. Rebuilds ``loss.prefix`` with its forward recorded."""
+    order = [i for i in sorted(range(len(loss.requests)), key=loss.size) if loss.size(i) > 0]
+    if batch_size <= 1 or not order:
         return None
     try:
         hooks = PerExampleGrads(model, params)
         if loss.prefix is not None:  # the prefix's forward again, recorded (its graph is what the rows continue from)
             loss.prefix = hooks.record_prefix(lambda: SharedPrefix.build(model, loss.prefix_requests(), loss.pad))
-        live, grads = _batch_grads(model, loss, hooks, chunks[0][:2])
+        live, grads = _batch_grads(model, loss, hooks, order[:2])
         if live:
             value = loss(model, live[0])
             assert value is not None
@@ -166,7 +171,7 @@ def _per_example_hooks(model: Any, loss: SFTLoss | DPOLoss, params: Sequence[tor
             err = float((grads[0] - one).norm() / one.norm().clamp_min(1e-30))
             if not err < 1e-3:
                 raise Unsupported(f"relative gradient error {err:.1e} against one backward per example")
-    except Unsupported as e:
-        log.warning("attribution: one backward per example (%s)", e)
+    except Exception as e:  # noqa: BLE001 - any failure means: this model's layers do not fit the per-row rules
+        log.warning("attribution: one backward per example (%s: %s)", type(e).__name__, e)
         return None
     return hooks
