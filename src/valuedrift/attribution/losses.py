@@ -19,7 +19,7 @@ Other algorithms raise a ConfigError naming the algorithm ("not supported yet").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,6 +59,17 @@ def completion_requests(
     return out
 
 
+Recorder = Callable[[Callable[[], SharedPrefix | None]], SharedPrefix | None]
+"""Runs a prefix build and returns its result (:meth:`PerExampleGrads.record_prefix` records its forward)."""
+
+
+def _build_prefix(model: Any, requests: Sequence[Request | None], pad: int, record: Recorder | None) -> SharedPrefix | None:
+    def build() -> SharedPrefix | None:
+        return SharedPrefix.build(model, requests, pad)
+
+    return build() if record is None else record(build)
+
+
 Batch = tuple[torch.Tensor, list[int], list[int]]
 """(L(z_e; θ) for the examples e of a batch that have a loss, their indices, the example (position in that
 list) of every row of the model batch) — what :class:`valuedrift.attribution.per_example.PerExampleGrads` reads."""
@@ -71,15 +82,13 @@ class ExampleLoss(Protocol):
 
     prefix: SharedPrefix | None
 
-    def prepare(self, model: Any) -> None: ...
+    def prepare(self, model: Any, record: Recorder | None = None) -> None: ...
 
     def __call__(self, model: Any, i: int) -> torch.Tensor | None: ...
 
     def batch(self, model: Any, idx: Sequence[int]) -> Batch | None: ...
 
     def size(self, i: int) -> int: ...
-
-    def prefix_requests(self) -> list[Request | None]: ...
 
 
 @dataclass
@@ -95,11 +104,8 @@ class SFTLoss:
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.prefix: SharedPrefix | None = None
 
-    def prefix_requests(self) -> list[Request | None]:
-        return list(self.requests)
-
-    def prepare(self, model: Any) -> None:
-        self.prefix = SharedPrefix.build(model, self.prefix_requests(), self.pad)
+    def prepare(self, model: Any, record: Recorder | None = None) -> None:
+        self.prefix = _build_prefix(model, self.requests, self.pad, record)
 
     def __call__(self, model: Any, i: int) -> torch.Tensor | None:
         req = self.requests[i]
@@ -136,11 +142,8 @@ class DPOLoss:
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.prefix: SharedPrefix | None = None
 
-    def prefix_requests(self) -> list[Request | None]:
-        return [r for pair in self.requests for r in pair]
-
-    def prepare(self, model: Any) -> None:
-        self.prefix = SharedPrefix.build(model, self.prefix_requests(), self.pad)
+    def prepare(self, model: Any, record: Recorder | None = None) -> None:
+        self.prefix = _build_prefix(model, [r for pair in self.requests for r in pair], self.pad, record)
 
     def _logps(self, model: Any, i: int) -> torch.Tensor | None:
         chosen, rejected = self.requests[i]

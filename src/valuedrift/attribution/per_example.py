@@ -80,8 +80,8 @@ class PerExampleGrads:
 
     def grads(self, total: torch.Tensor, owner: Sequence[int], n_examples: int, prefix: SharedPrefix | None = None) -> torch.Tensor:
         """∇_Θ L_e for each example e (rows: ``owner[r]`` = the example of model row r), from one backward of
-        ``total`` = Σ_e L_e recorded inside ``with`` (its rows continuing from ``prefix``'s last cache, if any)."""
-        self.__exit__()
+        ``total`` = Σ_e L_e recorded inside ``with`` (its rows continuing from ``prefix``'s last cache, if any),
+        called after the ``with`` block."""
         rows = len(owner)
         outs = [(id(m), k, out) for m, _ in self.modules for k, (_, _, out) in enumerate(self.calls.get(id(m), []))]
         kv = [t for pair in (prefix.expanded if prefix is not None and self.prefix_calls else []) for t in pair if t.requires_grad]

@@ -55,12 +55,18 @@ class ReadoutSpec:
     system_prompt: str | None = None
 
 
+def probe_ell(model: Any, tokenizer: Any, probes: Sequence[Probe], spec: ReadoutSpec, pad_id: int,
+              prefix: SharedPrefix | None = None) -> torch.Tensor:
+    """ℓ_θ(p) for ``probes``, flat (3 n,): the mean token log-prob of each stance statement, differentiable."""
+    requests = build_requests(tokenizer, probes, spec.prompt_format, spec.system_prompt)
+    sums, lengths = request_logprobs(model, requests, pad_id, prefix)
+    return sums / lengths
+
+
 def probe_q(model: Any, tokenizer: Any, probes: Sequence[Probe], spec: ReadoutSpec, pad_id: int,
             prefix: SharedPrefix | None = None) -> torch.Tensor:
     """q_θ(p) for ``probes`` (n, 3), differentiable: softmax(ℓ/τ) of the mean token log-probs."""
-    requests = build_requests(tokenizer, probes, spec.prompt_format, spec.system_prompt)
-    sums, lengths = request_logprobs(model, requests, pad_id, prefix)
-    return _q(sums / lengths, spec.temperature)
+    return _q(probe_ell(model, tokenizer, probes, spec, pad_id, prefix), spec.temperature)
 
 
 def readout(
@@ -92,10 +98,8 @@ def readout(
                 row_grads = None
             else:
                 with hooks:
-                    requests = build_requests(tokenizer, batch, spec.prompt_format, spec.system_prompt)
-                    sums, lengths = request_logprobs(model, requests, pad, prefix)
-                ell = sums / lengths
-                row_grads = hooks.grads(ell.sum(), range(len(requests)), len(requests), prefix)
+                    ell = probe_ell(model, tokenizer, batch, spec, pad, prefix)
+                row_grads = hooks.grads(ell.sum(), range(len(ell)), len(ell), prefix)
                 leaf = ell.detach().requires_grad_()
                 q = _q(leaf, spec.temperature)
             for k, p in enumerate(batch):

@@ -36,7 +36,6 @@ from tqdm.auto import tqdm
 from valuedrift.attribution.losses import DPOLoss, SFTLoss
 from valuedrift.attribution.per_example import PerExampleGrads, Unsupported
 from valuedrift.attribution.readout import Readout, ReadoutSpec, readout
-from valuedrift.attribution.sequences import SharedPrefix
 from valuedrift.attribution.subset import CountSketch, flat_grad, select_subset
 from valuedrift.data.schemas import Probe
 
@@ -92,10 +91,8 @@ def tracin(
         model = load(ckpt.path)
         params = [p for _, p in select_subset(model, last_blocks)]
         n_params = sum(p.numel() for p in params)
-        loss.prepare(model)
-        if k == 0 and isinstance(loss, DPOLoss):
-            loss.reference(model, batch_size)
-        hooks = per_example_hooks(model, loss, params, batch_size)
+        reference = (lambda m=model: loss.reference(m, batch_size)) if k == 0 and isinstance(loss, DPOLoss) else None
+        hooks = per_example_hooks(model, loss, params, batch_size, reference)
         r = readout(model, tokenizer, probes, spec, params, progress, per_row=hooks is not None)
         sketch = CountSketch(n_params, projection_dim, seed)
         directions = sketch(r.grads)
@@ -123,7 +120,7 @@ def example_dots(
     dots = np.zeros((n, width))
     order = [i for i in sorted(range(n), key=loss.size) if loss.size(i) > 0]
     chunks = [order[j : j + batch_size] for j in range(0, len(order), batch_size)]
-    if hooks is None and batch_size > 1:
+    if hooks is None and batch_size > 1:  # called on its own: ``loss`` is prepared again, its prefix recorded
         hooks = per_example_hooks(model, loss, params, batch_size)
     bar = tqdm(total=len(order), desc=desc, disable=not progress, leave=False)
     if hooks is None:
@@ -151,18 +148,25 @@ def _batch_grads(model: Any, loss: SFTLoss | DPOLoss, hooks: PerExampleGrads, ch
     return live, hooks.grads(values.sum(), owner, len(live), loss.prefix)
 
 
-def per_example_hooks(model: Any, loss: SFTLoss | DPOLoss, params: Sequence[torch.nn.Parameter],
-                      batch_size: int) -> PerExampleGrads | None:
-    """Per-example gradients for ``loss``'s batches on ``model`` if they reproduce a plain backward on the
-    shortest example (relative error < 1e-3); None (with a warning: one backward per example) otherwise, or
-    when ``batch_size`` is 1. Rebuilds ``loss.prefix`` with its forward recorded."""
+def per_example_hooks(model: Any, loss: SFTLoss | DPOLoss, params: Sequence[torch.nn.Parameter], batch_size: int,
+                      reference: Callable[[], None] | None = None) -> PerExampleGrads | None:
+    """Prepare ``loss`` on ``model`` (its shared prefix, built once, with the forward recorded when batching),
+    run ``reference`` (the DPO reference log-probs), and return per-example gradients for ``loss``'s batches if
+    they reproduce a plain backward on the shortest example (relative error < 1e-3); None (with a warning:
+    one backward per example) otherwise, or when ``batch_size`` is 1."""
     order = [i for i in sorted(range(len(loss.requests)), key=loss.size) if loss.size(i) > 0]
-    if batch_size <= 1 or not order:
+    hooks: PerExampleGrads | None = None
+    try:
+        if batch_size > 1 and order:
+            hooks = PerExampleGrads(model, params)
+    except Unsupported as e:
+        log.warning("attribution: one backward per example (%s: %s)", type(e).__name__, e)
+    loss.prepare(model, hooks.record_prefix if hooks is not None else None)
+    if reference is not None:
+        reference()
+    if hooks is None:
         return None
     try:
-        hooks = PerExampleGrads(model, params)
-        if loss.prefix is not None:  # the prefix's forward again, recorded (its graph is what the rows continue from)
-            loss.prefix = hooks.record_prefix(lambda: SharedPrefix.build(model, loss.prefix_requests(), loss.pad))
         live, grads = _batch_grads(model, loss, hooks, order[:2])
         if live:
             value = loss(model, live[0])
