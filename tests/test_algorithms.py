@@ -131,6 +131,7 @@ def test_algorithm_trains_and_traces_every_checkpoint(algorithm, pref_data, tiny
     assert any(not torch.equal(before[k], after[k]) for k in before if k in after), f"{algorithm} changed no weight"
     if ALGORITHMS[algorithm].needs_reward_model:
         assert (run_dir / "reward" / "reward_model" / "config.json").exists()
+        assert not (run_dir / "reward" / "checkpoints").exists(), "reward-model resume checkpoints left for DVC to cache"
         assert client.get_metric_history(run_id, "reward_model/loss"), "reward-model phase not logged"
         assert client.get_metric_history(run_id, "train/rewards/reward_model/mean"), "RL reward not logged"
         assert client.get_metric_history(run_id, "train/kl"), "KL to the SFT reference not logged"
