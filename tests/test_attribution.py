@@ -373,6 +373,13 @@ def test_the_three_commands_retrain_without_the_top_examples(attributed, tmp_pat
     assert "## Attribution" in section and "### sft/neutral_heavy" in section and "### Counterfactual retraining" in section
     assert section.count("| likelihood |") == 3  # dev, test, all
     assert "../attribution/sft/neutral_heavy/top_k.png" in section and "counterfactual.png" in section
+    assert "Stale" not in section
+    # a counterfactual of an earlier version of the run (its selected readout moved differently) is flagged
+    old = tmp_path / "cf_old"
+    old.mkdir()
+    (old / "counterfactual.json").write_text(json.dumps({**result, "measured_change": result["measured_change"] + 0.01}))
+    stale = attribution_section(tmp_path, ["sft/neutral_heavy"], old, tmp_path / "reports")
+    assert "**Stale:**" in stale and "make counterfactual" in stale and stale.count("| likelihood |") == 3
     assert "Not run yet" in attribution_section(tmp_path, ["sft/neutral_heavy"], tmp_path / "none", tmp_path / "reports")
     assert attribution_section(tmp_path, [], cf / "metrics", tmp_path / "reports") == ""
 

@@ -58,10 +58,25 @@ def run_lines(summary: dict[str, Any], by_label: pd.DataFrame, top: dict[str, An
     return lines
 
 
-def counterfactual_lines(cf: dict[str, Any]) -> list[str]:
-    """The counterfactual retraining: drift of s* after each removal, with CIs, and the verdict per route and split."""
+def counterfactual_staleness(cf: dict[str, Any], summary: dict[str, Any] | None) -> list[str]:
+    """A warning when the committed counterfactual was computed for another version of its run: the readout
+    it selected on (``select_split``/``stance``) moved by ``cf["measured_change"]`` then and by something else in
+    the run's current attribution ``summary`` (or the run is no longer attributed). Empty when they agree."""
+    key = f"{cf['select_split']}/{cf['stance']}"
+    now = (summary or {}).get("readouts", {}).get(key, {}).get("measured_change")
+    if now is not None and abs(float(now) - float(cf["measured_change"])) <= 1e-9:
+        return []
+    seen = "is not attributed now" if now is None else f"moved {float(now):+.4f} in the current run"
+    return [f"**Stale:** this counterfactual was computed for an earlier version of `{cf['run']}` (its {key} readout "
+            f"moved {cf['measured_change']:+.4f} then and {seen}); rerun it with `make counterfactual`. "
+            "The table below describes that earlier run.", ""]
+
+
+def counterfactual_lines(cf: dict[str, Any], summary: dict[str, Any] | None) -> list[str]:
+    """The counterfactual retraining: drift of s* after each removal, with CIs, and the verdict per route and split
+    (headed by a warning when ``summary``, the run's current attribution, shows it is stale)."""
     s = cf["stance"]
-    lines = ["### Counterfactual retraining", "",
+    lines = ["### Counterfactual retraining", "", *counterfactual_staleness(cf, summary),
              f"`{cf['run']}` retrained with its own params (1 training seed each) without the top {cf['k']} of its "
              f"{cf['examples']} distinct examples by influence in the direction its **{s}** readout moved "
              f"({cf['select_split']} probes: {cf['measured_change']:+.4f}), and without {cf['k']} random examples "

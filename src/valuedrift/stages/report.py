@@ -63,11 +63,12 @@ def attribution_section(metrics: Path, runs: list[str], counterfactual: Path, ou
     """The "Attribution" section from the attribute stages' outputs and the counterfactual subproject's
     committed result (empty if no run was attributed)."""
     lines: list[str] = []
+    summaries: dict[str, dict] = {}
     for run in runs:
         folder = metrics / "attribution" / run
         if not (folder / "summary.json").is_file():
             continue
-        summary = json.loads((folder / "summary.json").read_text())
+        summary = summaries[run] = json.loads((folder / "summary.json").read_text())
         top = json.loads((folder / "top_k.json").read_text())
         lines += [*attribution.run_lines(summary, pd.read_csv(folder / "by_label.csv"), top), ""]
         lines += [f"![{run} {f}]({os.path.relpath(folder / f, out)})" for f in ("influence_by_label.png", "top_k.png")] + [""]
@@ -79,7 +80,8 @@ def attribution_section(metrics: Path, runs: list[str], counterfactual: Path, ou
             "(docs/definitions.md \"Drift attribution\"; per-example tables in `metrics/attribution/`).", ""]
     cf_file = counterfactual / "counterfactual.json"
     if cf_file.is_file():
-        lines += attribution.counterfactual_lines(json.loads(cf_file.read_text()))
+        cf = json.loads(cf_file.read_text())
+        lines += attribution.counterfactual_lines(cf, summaries.get(cf["run"]))
         if (counterfactual / "counterfactual.png").is_file():
             lines.append(f"![counterfactual]({os.path.relpath(counterfactual / 'counterfactual.png', out)})")
     else:
