@@ -48,7 +48,10 @@ def parse_time_v(text: str) -> dict[str, float]:
 
 
 def mlflow_runs(db: Path) -> list[dict[str, Any]]:
-    """Runs of the newest pipeline id in the SQLite store: name, duration, time/eval_seconds."""
+    """Runs of the newest pipeline id in the SQLite store: name, MLflow duration, and the ``time/…`` metrics a
+    training run logs at its end (``run_seconds``, ``eval_seconds``, ``train_seconds``, ``eval_share`` =
+    eval ÷ train; :func:`valuedrift.train.scaffold.run_timing`). The MLflow duration (end − start) also
+    counts later stages that log into the run (attribution), so the share uses ``time/…`` where present."""
     con = sqlite3.connect(db)
     newest = con.execute(
         "select t.value from tags t join runs r on r.run_uuid = t.run_uuid where t.key = 'pipeline_id' "
@@ -56,11 +59,18 @@ def mlflow_runs(db: Path) -> list[dict[str, Any]]:
     if newest is None:
         return []
     rows = con.execute(
-        "select r.name, (r.end_time - r.start_time) / 1000.0, "
-        "(select max(m.value) from metrics m where m.run_uuid = r.run_uuid and m.key = 'time/eval_seconds') "
+        "select r.run_uuid, r.name, (r.end_time - r.start_time) / 1000.0 "
         "from runs r join tags t on t.run_uuid = r.run_uuid where t.key = 'pipeline_id' and t.value = ? "
         "order by r.start_time", (newest[0],)).fetchall()
-    return [{"run": n, "duration_s": d, "eval_s": e, "eval_share": (e / d if e and d else None)} for n, d, e in rows]
+    out = []
+    for uuid, name, duration in rows:
+        m = dict(con.execute("select key, max(value) from metrics where run_uuid = ? and key like 'time/%' group by key",
+                             (uuid,)).fetchall())
+        ev, run_s = m.get("time/eval_seconds"), m.get("time/run_seconds")
+        share = m.get("time/eval_share", ev / duration if ev and duration else None)
+        out.append({"run": name, "duration_s": duration, "run_s": run_s, "eval_s": ev,
+                    "train_s": m.get("time/train_seconds"), "eval_share": share})
+    return out
 
 
 def timed(cmd: list[str]) -> tuple[dict[str, float], str]:

@@ -125,6 +125,11 @@ def test_algorithm_trains_and_traces_every_checkpoint(algorithm, pref_data, tiny
     assert client.get_metric_history(run_id, "phase/stance/test/all/oppose")
     arts = {a.path for a in client.list_artifacts(run_id, "evals")}
     assert {"evals/step_000000.jsonl", "evals/step_000002.jsonl"} <= arts
+    # where the run's time went: scoring vs the rest, eval_share = eval ÷ train
+    m = run.data.metrics
+    assert 0 < m["time/eval_seconds"] < m["time/run_seconds"]
+    assert m["time/train_seconds"] == pytest.approx(m["time/run_seconds"] - m["time/eval_seconds"])
+    assert m["time/eval_share"] == pytest.approx(m["time/eval_seconds"] / m["time/train_seconds"])
     # the weights changed
     before = load_file(str(tiny_model_dir / "model.safetensors"))
     after = load_file(str(run_dir / "final" / "model.safetensors"))

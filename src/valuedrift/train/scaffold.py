@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,6 +287,7 @@ def train_traced(
                               context="evaluation")
             if plan.before_train is not None:
                 plan.before_train(traced)
+        started = time.perf_counter()
         model = load_trainable(plan.start_model, model_cfg, plan.train, f"{plan.kind}.peft")
         trainer = plan.build_trainer(model, tokenizer, kwargs, [traced.callback, *(callbacks or [])], traced)
         if resume:
@@ -296,11 +298,21 @@ def train_traced(
                      lambda: load_model(plan.start_model, model_cfg.dtype, "cpu", model_cfg.trust_remote_code))
         if is_main:
             tokenizer.save_pretrained(str(run.final))
-            tracker.log_metrics({"time/eval_seconds": traced.callback.eval_seconds}, step=trainer.state.global_step)
+            tracker.log_metrics(run_timing(time.perf_counter() - started, traced.callback.eval_seconds), step=trainer.state.global_step)
             for tracer in traced.tracers:
                 tracer.log_phase_drift()
             finish_run_dir(run, trainer.state.log_history)  # checkpoints only serve resuming; final model and evaluations stay
     return run
+
+
+def run_timing(run_seconds: float, eval_seconds: float) -> dict[str, float]:
+    """The ``time/…`` metrics of a finished run: ``run_seconds`` from loading the model to the saved final
+    model (this process, one invocation; a resumed run counts its last part only), ``eval_seconds`` of it
+    spent scoring stances, ``train_seconds`` = the rest, and ``eval_share`` = eval ÷ train (the issue-15
+    goal: ≤ 0.25). MLflow's run duration is no measure: later stages (attribution) log into the same run."""
+    train = max(run_seconds - eval_seconds, 1e-9)
+    return {"time/run_seconds": run_seconds, "time/eval_seconds": eval_seconds, "time/train_seconds": train,
+            "time/eval_share": eval_seconds / train}
 
 
 def run_description(plan: RunPlan, params: Params, total_steps: int, run_path: Path) -> str:
