@@ -107,9 +107,11 @@ def time_run(name: str, steps: list[tuple[int, bool]], trace: list[Probe], phase
 
 
 def eval_shares(uri: str) -> list[dict[str, Any]]:
-    """share = time/eval_seconds ÷ the run's MLflow wall time (end − start), for every finished run that
-    logged ``time/eval_seconds``. (The trainer's ``train_runtime`` is no denominator: the final phase
-    evaluation runs in ``on_train_end``, after the trainer has measured it.)"""
+    """share = time/eval_seconds ÷ the run's wall time, for every finished run that logged
+    ``time/eval_seconds``: ``time/run_seconds`` where the run logged it (MLflow's end − start also counts
+    later stages that log into the run, such as attribution), else end − start. (The trainer's
+    ``train_runtime`` is no denominator: the final phase evaluation runs in ``on_train_end``, after the
+    trainer has measured it.) ``eval_over_train`` is ``time/eval_share`` (eval ÷ the rest) where logged."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -119,12 +121,12 @@ def eval_shares(uri: str) -> list[dict[str, Any]]:
             m, info = run.data.metrics, run.info
             if "time/eval_seconds" not in m or not info.end_time or info.status != "FINISHED":
                 continue
-            wall = (info.end_time - info.start_time) / 1000
+            wall = m.get("time/run_seconds", (info.end_time - info.start_time) / 1000)
             tags = run.data.tags
             rows.append({
                 "experiment": exp.name, "run": info.run_name, "stage": tags.get("stage"), "algorithm": tags.get("algorithm"),
                 "eval_s": m["time/eval_seconds"], "run_wall_s": wall, "train_runtime_s": m.get("train/train_runtime"),
-                "share": m["time/eval_seconds"] / wall,
+                "share": m["time/eval_seconds"] / wall, "eval_over_train": m.get("time/eval_share"),
             })
     return rows
 
