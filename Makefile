@@ -6,8 +6,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
-# separate venv for the OpenAI-compatible judge server (llama-cpp-python builds from source, ~5 min once;
-# pip caches the wheel). Tests start it on 127.0.0.1 to exercise the `openai` judge over real HTTP.
+# separate venv for the OpenAI-compatible judge server (llama-cpp-python builds from source, ~4–5 min once per
+# venv; see the rule below). Tests start it on 127.0.0.1 to exercise the `openai` judge over real HTTP.
 JUDGE_VENV ?= .venv-judge
 LLAMA_CPP  ?= llama-cpp-python[server]==0.3.36
 
@@ -31,7 +31,10 @@ env: $(VENV)/.installed
 $(JUDGE_VENV)/.installed:
 	test -x $(JUDGE_VENV)/bin/python || python3 -m venv $(JUDGE_VENV)
 	$(JUDGE_VENV)/bin/python -m pip install -q --upgrade pip
-	$(JUDGE_VENV)/bin/python -m pip install -q "$(LLAMA_CPP)"
+	# a generic x86-64 build (GGML_NATIVE=OFF, AVX2): a native build on a CPU with AMX (Sapphire Rapids) turns on
+	# llama.cpp's AMX backend, which segfaults on the first completion (ggml-org/llama.cpp#20824; seen here);
+	# --no-cache-dir because pip's wheel cache is keyed by version, not CMAKE_ARGS, and would hand back a native build
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(JUDGE_VENV)/bin/python -m pip install -q --no-cache-dir "$(LLAMA_CPP)"
 	touch $@
 
 judge-env: $(JUDGE_VENV)/.installed
