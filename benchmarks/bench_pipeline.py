@@ -51,7 +51,8 @@ def mlflow_runs(db: Path) -> list[dict[str, Any]]:
     """Runs of the newest pipeline id in the SQLite store: name, MLflow duration, and the ``time/…`` metrics a
     training run logs at its end (``run_seconds``, ``eval_seconds``, ``train_seconds``, ``eval_share`` =
     eval ÷ train; :func:`valuedrift.train.scaffold.run_timing`). The MLflow duration (end − start) also
-    counts later stages that log into the run (attribution), so the share uses ``time/…`` where present."""
+    counts later stages that log into the run (attribution), so no share is derived from it: ``eval_share`` is
+    None for runs that did not log ``time/eval_share`` (made before 649583b)."""
     con = sqlite3.connect(db)
     newest = con.execute(
         "select t.value from tags t join runs r on r.run_uuid = t.run_uuid where t.key = 'pipeline_id' "
@@ -66,10 +67,8 @@ def mlflow_runs(db: Path) -> list[dict[str, Any]]:
     for uuid, name, duration in rows:
         m = dict(con.execute("select key, max(value) from metrics where run_uuid = ? and key like 'time/%' group by key",
                              (uuid,)).fetchall())
-        ev, run_s = m.get("time/eval_seconds"), m.get("time/run_seconds")
-        share = m.get("time/eval_share", ev / duration if ev and duration else None)
-        out.append({"run": name, "duration_s": duration, "run_s": run_s, "eval_s": ev,
-                    "train_s": m.get("time/train_seconds"), "eval_share": share})
+        out.append({"run": name, "duration_s": duration, "run_s": m.get("time/run_seconds"), "eval_s": m.get("time/eval_seconds"),
+                    "train_s": m.get("time/train_seconds"), "eval_share": m.get("time/eval_share")})
     return out
 
 
