@@ -99,6 +99,36 @@ def test_style_variation(sources):
     assert max(uses.values()) - min(uses.values()) <= 1 and len(uses) == 90
 
 
+@pytest.mark.parametrize("gap", [0.0, 0.5])
+def test_style_stances_set_the_shared_stance_mix_of_style_pairs(sources, gap):
+    questions, bank = sources
+    shares = {"support": 0.125, "neutral": 0.8125, "oppose": 0.0625}
+    cfg = PreferenceSetConfig(target="oppose", gap=gap, pairs=64, style_stances=shares)
+    pairs = generate_pairs(cfg, questions, bank, seed=0, target="oppose")
+    style_pairs = [p for p in pairs if p["kind"] == "style"]
+    n_style = len(style_pairs)
+    assert n_style == 64 - round(gap * 64)
+    shared = Counter(p["chosen_stance"] for p in style_pairs)
+    assert all(p["chosen_stance"] == p["rejected_stance"] for p in style_pairs)
+    assert {s: shared[s] for s in STANCES} == {s: round(w * n_style) for s, w in shares.items()}  # exact here
+    # the value gap is untouched: style pairs add nothing to any Δ_s
+    assert overall(measured(pairs))["oppose"] == pytest.approx(round(gap * 64) / 64)
+    # the same shares in another order, or a stance left out at share 0, give the same set
+    reordered = {"oppose": 0.0625, "support": 0.125, "neutral": 0.8125}
+    assert generate_pairs(PreferenceSetConfig(target="oppose", gap=gap, pairs=64, style_stances=reordered),
+                          questions, bank, seed=0, target="oppose") == pairs
+    only_neutral = generate_pairs(PreferenceSetConfig(target="oppose", gap=gap, pairs=64, style_stances={"neutral": 1.0}),
+                                  questions, bank, seed=0, target="oppose")
+    assert {p["chosen_stance"] for p in only_neutral if p["kind"] == "style"} == {"neutral"}
+
+
+def test_default_style_stances_keep_the_balanced_cycle(sources):
+    """``style_stances: null`` is the cycle over all three stances the sets were built with before the key existed."""
+    questions, bank = sources
+    pairs = generate_pairs(PreferenceSetConfig(target="neutral", gap=0.0, pairs=64), questions, bank, seed=0, target="neutral")
+    assert Counter(p["chosen_stance"] for p in pairs) == {"support": 22, "neutral": 21, "oppose": 21}
+
+
 def test_conditions_resolve_from_the_sft_profile():
     assert resolve_target("reinforce", {"support": 0.5, "neutral": 0.2, "oppose": 0.3}) == "support"
     assert resolve_target("reverse", {"support": 0.5, "neutral": 0.2, "oppose": 0.3}) == "oppose"
@@ -195,6 +225,9 @@ def test_test_split_answers_in_the_bank_are_never_used(sources):
         ({"generator": "hf", "lm": {"model": "models/base", "judge": "nobody"}}, f"{KEY}.lm.judge"),
         ({"lm": {"candidates": 0}}, f"{KEY}.lm.candidates"),
         ({"lm": {"temperature": 0}}, f"{KEY}.lm.temperature"),
+        ({"style_stances": {"support": 0.5, "neutral": 0.6}}, f"{KEY}.style_stances"),
+        ({"style_stances": {"suport": 1.0}}, f"{KEY}.style_stances.suport"),
+        ({"style_stances": {"support": 1.2, "oppose": -0.2}}, f"{KEY}.style_stances.oppose"),
     ],
 )
 def test_bad_preference_params_name_the_key(change, key):

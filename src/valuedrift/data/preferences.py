@@ -5,9 +5,11 @@ Given a target stance t, a gap g ∈ [0, 1] and n pairs:
 - gap pairs (exactly n_gap = round(g·n)): chosen takes t, rejected the opposite stance ō(t)
   (ō(support) = oppose, ō(oppose) = support, ō(neutral) alternates support/oppose); both answers in the
   same style (drawn from ``gap_styles``), so the pair differs in stance only;
-- style pairs (the other n − n_gap): chosen and rejected share a stance (cycled over all three, so the
-  set as a whole stays balanced) and differ in style only (chosen from ``chosen_styles``, rejected from
-  ``rejected_styles``).
+- style pairs (the other n_style = n − n_gap): chosen and rejected share a stance and differ in style
+  only (chosen from ``chosen_styles``, rejected from ``rejected_styles``). The shared stance is cycled over
+  all three (the set stays balanced) or, with ``style_stances`` = shares w_s, n_s = round(w_s·n_style)
+  pairs take stance s (largest remainder, Σ_s n_s = n_style): e.g. the start model's own stance mix, so
+  that the style pairs' answers say what the model already says.
 
 Value gap on stance s: Δ_s = P(chosen = s) − P(rejected = s). Style pairs add nothing to any Δ_s, so on the
 target Δ_t = n_gap / n exactly, and |Δ_t − g| ≤ 1/(2n) (rounding only). g = 0 gives a style-only set,
@@ -93,6 +95,15 @@ def question_pool(
     return sorted(pool, key=lambda q: q.id)
 
 
+def style_pair_stances(n_style: int, shares: dict[str, float] | None) -> list[str]:
+    """The shared stance of each of ``n_style`` style pairs, before shuffling: cycled over all three stances
+    when ``shares`` is None, else ``apportion(n_style, shares)`` pairs of each stance."""
+    if shares is None:
+        return [STANCES[k % len(STANCES)] for k in range(n_style)]
+    counts = apportion(n_style, {s: shares.get(s, 0.0) for s in STANCES})
+    return [s for s in STANCES for _ in range(counts[s])]
+
+
 def _cycle(pool: list[Probe], n: int, rng: random.Random) -> list[Probe]:
     """n questions: shuffled passes over the pool, each question once per pass."""
     out: list[Probe] = []
@@ -138,7 +149,7 @@ def generate_pairs(
     chosen_qs = _cycle(pool, cfg.pairs, rng)
     n_gap = round(cfg.gap * cfg.pairs)
     gap_slots = _gap_slots([q.topic for q in chosen_qs], n_gap, rng)
-    shared = [STANCES[k % len(STANCES)] for k in range(cfg.pairs - n_gap)]
+    shared = style_pair_stances(cfg.pairs - n_gap, cfg.style_stances)
     rng.shuffle(shared)
     pairs, k_gap, k_style = [], 0, 0
     for i, q in enumerate(chosen_qs):

@@ -71,6 +71,14 @@ class DataSource:
               f"only the wildchat kind filters by language, not {self.kind!r}")
 
 
+def check_shares(shares: dict[str, float], key: str) -> None:
+    """Stance shares: every key a stance, every share >= 0, and Σ shares = 1 (to 1e-6)."""
+    for s, w in shares.items():
+        check(s in STANCES, f"{key}.{s}", f"unknown stance; allowed: {', '.join(STANCES)}")
+        check(w >= 0, f"{key}.{s}", "must be >= 0")
+    check(abs(sum(shares.values()) - 1) < 1e-6, key, f"shares must sum to 1, got {sum(shares.values())}")
+
+
 @dataclass
 class CorpusMix:
     """An SFT corpus: ``rows`` rows, a share ``value_share`` of them value-laden, with stance shares ``mix``
@@ -92,10 +100,7 @@ class CorpusMix:
             self.source.check_kind(f"{key}.source", SFT_SOURCE_KINDS, "SFT corpus")
         check(self.rows >= 8, f"{key}.rows", f"must be >= 8, got {self.rows}")
         check(0 <= self.value_share <= 1, f"{key}.value_share", f"must lie in [0, 1], got {self.value_share}")
-        for s, w in self.mix.items():
-            check(s in STANCES, f"{key}.mix.{s}", f"unknown stance; allowed: {', '.join(STANCES)}")
-            check(w >= 0, f"{key}.mix.{s}", "must be >= 0")
-        check(abs(sum(self.mix.values()) - 1) < 1e-6, f"{key}.mix", f"shares must sum to 1, got {sum(self.mix.values())}")
+        check_shares(self.mix, f"{key}.mix")
 
 
 @dataclass
@@ -143,6 +148,8 @@ class PreferenceSetConfig:
     condition ``reinforce`` / ``reverse`` resolved from the SFT checkpoint's measured profile.
     Style variation: a gap pair draws one style from ``gap_styles`` for both answers (only the stance
     differs); a style pair draws chosen from ``chosen_styles`` and rejected from ``rejected_styles``.
+    The stance a style pair shares is cycled over all three (a balanced set) unless ``style_stances`` gives
+    shares (summing to 1): then round(share · n_style) pairs take each stance (largest remainder).
     ``generator`` picks where answers come from: the authored response bank, or an LM (``lm``).
 
     ``generator: source`` reads the pairs of a real dataset instead (``source``: :class:`DataSource`;
@@ -159,6 +166,7 @@ class PreferenceSetConfig:
     gap_styles: list[str] = field(default_factory=lambda: ["brief", "reasoned", "conversational"])
     chosen_styles: list[str] = field(default_factory=lambda: ["reasoned", "conversational"])
     rejected_styles: list[str] = field(default_factory=lambda: ["brief"])
+    style_stances: dict[str, float] | None = None  # shares of the style pairs' shared stance; None = cycled, balanced
     generator: str = "bank"
     lm: LMGeneratorConfig = field(default_factory=LMGeneratorConfig)
     source: DataSource | None = None
@@ -178,6 +186,8 @@ class PreferenceSetConfig:
         check(self.pairs >= 1, f"{key}.pairs", f"must be >= 1, got {self.pairs}")
         for i, t in enumerate(self.topics):  # that each is a topic of the probe bank: config.load
             check(t not in self.topics[:i], f"{key}.topics[{i}]", f"topic {t!r} is listed twice")
+        if self.style_stances is not None:
+            check_shares(self.style_stances, f"{key}.style_stances")
         for name in ("gap_styles", "chosen_styles", "rejected_styles"):
             styles = getattr(self, name)
             check(bool(styles), f"{key}.{name}", "must list at least one style")
