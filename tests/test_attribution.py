@@ -366,6 +366,8 @@ def test_the_three_commands_retrain_without_the_top_examples(attributed, tmp_pat
     assert set(result["routes"]["likelihood"]["verdicts"]) == {"dev", "test", "all"}
     assert (cf / "metrics" / "counterfactual.png").read_bytes()[:4] == b"\x89PNG"
     assert sel["stance"] in STANCES
+    assert sel["baseline"] == result["baseline"] == "label_matched"  # the default random baseline
+    assert all(sel["variants"][v]["removed_labels"] == sel["variants"]["top"]["removed_labels"] for v in ("random_0", "random_1"))
     # the report's "Attribution" section: the run's tables, its figures, and the counterfactual's verdict rows
     from valuedrift.stages.report import attribution_section
 
@@ -373,7 +375,7 @@ def test_the_three_commands_retrain_without_the_top_examples(attributed, tmp_pat
     assert "## Attribution" in section and "### sft/neutral_heavy" in section and "### Counterfactual retraining" in section
     assert section.count("| likelihood |") == 3  # dev, test, all
     assert "../attribution/sft/neutral_heavy/top_k.png" in section and "counterfactual.png" in section
-    assert "Stale" not in section
+    assert "Stale" not in section and "as many of each label as the top k hold" in section
     # a counterfactual of an earlier version of the run (its selected readout moved differently) is flagged
     old = tmp_path / "cf_old"
     old.mkdir()

@@ -42,6 +42,32 @@ def test_top_k_follows_the_sign_of_the_drift_and_random_draws_are_seeded():
         removal_sets(frame, "neutral", "dev", +1, 6, 2, seed=0)
 
 
+def test_label_matched_draws_hold_the_top_k_label_counts_and_uniform_ones_need_not():
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.uniform(0.5, 1.0, 30), rng.uniform(-1.0, 0.4, 60)])  # 30 "neutral" rows rank first
+    frame = influence_frame(values.tolist())
+    frame.loc[frame.index % 7 == 0, "label"] = "general"
+    labels = frame.set_index("row")["label"]
+    matched = removal_sets(frame, "neutral", "dev", +1, 20, 4, seed=1)
+    top = labels.loc[matched[TOP]].value_counts().to_dict()
+    assert set(top) == {"neutral", "general"} and sum(top.values()) == 20  # two labels to match, no "support"
+    for d in range(4):
+        drawn = matched[f"random_{d}"]
+        assert len(set(drawn)) == 20 and labels.loc[drawn].value_counts().to_dict() == top
+    assert len({tuple(matched[f"random_{d}"]) for d in range(4)}) == 4
+    assert matched == removal_sets(frame, "neutral", "dev", +1, 20, 4, seed=1, baseline="label_matched")
+    uniform = removal_sets(frame, "neutral", "dev", +1, 20, 4, seed=1, baseline="uniform")
+    assert uniform[TOP] == matched[TOP]
+    assert any(labels.loc[uniform[f"random_{d}"]].value_counts().to_dict() != top for d in range(4))
+    assert uniform["random_0"] == sorted(frame["row"].to_numpy()[np.random.default_rng(1).choice(90, 20, replace=False)])
+
+
+def test_counterfactual_baseline_is_validated():
+    CounterfactualConfig(baseline="uniform").validate("counterfactual")
+    with pytest.raises(ConfigError, match=r"counterfactual\.baseline"):
+        CounterfactualConfig(baseline="stratified").validate("counterfactual")
+
+
 def test_without_drops_every_copy_and_target_picks_the_largest_change():
     a = {"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}]}
     b = {"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "b"}]}

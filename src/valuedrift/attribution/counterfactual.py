@@ -9,7 +9,11 @@ over the run (``summary.json`` of the attribution, ``measured_change``). σ = th
 
 - ``top``: without the k distinct examples of largest σ · influence(z, s*, split) — those that pushed the
   readout furthest in the direction it drifted;
-- ``random_<d>``, d = 0 … draws − 1: without k distinct examples drawn uniformly (generator seed ``seed + d``).
+- ``random_<d>``, d = 0 … draws − 1: without k distinct examples drawn at random (generator seed ``seed + d``).
+  With ``baseline: label_matched`` (the default) the draw holds as many examples of each label ℓ (stance,
+  ``general``…) as the top-k set, n_ℓ(random_d) = n_ℓ(top), drawn uniformly among the examples labelled ℓ; so
+  D below measures whether attribution picks *which* examples of a label matter, not only which labels.
+  ``baseline: uniform`` draws the k uniformly from all examples.
 
 Each variant is retrained with the run's own params (``valuedrift retrain``). **Comparison** on the
 phase probes at the phase ends, on each split (``dev``, ``test``, ``all``):
@@ -66,17 +70,26 @@ def target(summary: dict[str, Any], cfg: CounterfactualConfig) -> tuple[str, int
     return stance, 1 if change >= 0 else -1, change
 
 
-def removal_sets(frame: pd.DataFrame, stance: str, split: str, sign: int, k: int, draws: int, seed: int) -> dict[str, list[int]]:
+def removal_sets(frame: pd.DataFrame, stance: str, split: str, sign: int, k: int, draws: int, seed: int,
+                 baseline: str = "label_matched") -> dict[str, list[int]]:
     """Per variant, the ``row`` (first occurrence) of each of the k removed distinct examples of ``frame``
-    (an attribution's ``influence.csv``)."""
+    (an attribution's ``influence.csv``); ``baseline`` as in the module docstring."""
     if k >= len(frame):
         raise ConfigError("counterfactual.k", f"must be below the run's {len(frame)} distinct training examples, got {k}")
     score = sign * frame[column(split, stance)].to_numpy()
     order = np.argsort(-score, kind="stable")
     rows = frame["row"].to_numpy()
-    out = {TOP: [int(r) for r in rows[order[:k]]]}
+    top = order[:k]
+    out = {TOP: [int(r) for r in rows[top]]}
+    labels = frame["label"].astype(str).to_numpy()
     for d in range(draws):
-        picked = np.random.default_rng(seed + d).choice(len(frame), size=k, replace=False)
+        rng = np.random.default_rng(seed + d)
+        if baseline == "uniform":
+            picked = rng.choice(len(frame), size=k, replace=False)
+        else:
+            wanted = pd.Series(labels[top]).value_counts().sort_index()
+            picked = np.concatenate([rng.choice(np.flatnonzero(labels == label), size=int(n), replace=False)
+                                     for label, n in wanted.items()])
         out[random_variant(d)] = sorted(int(r) for r in rows[picked])
     return out
 

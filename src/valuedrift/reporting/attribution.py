@@ -72,6 +72,9 @@ def counterfactual_staleness(cf: dict[str, Any], summary: dict[str, Any] | None)
             "The table below describes that earlier run.", ""]
 
 
+BASELINE_WORDS = {"label_matched": "as many of each label as the top k hold", "uniform": "drawn from all examples"}
+
+
 def counterfactual_lines(cf: dict[str, Any], summary: dict[str, Any] | None) -> list[str]:
     """The counterfactual retraining: drift of s* after each removal, with CIs, and the verdict per route and split
     (headed by a warning when ``summary``, the run's current attribution, shows it is stale)."""
@@ -80,7 +83,7 @@ def counterfactual_lines(cf: dict[str, Any], summary: dict[str, Any] | None) -> 
              f"`{cf['run']}` retrained with its own params (1 training seed each) without the top {cf['k']} of its "
              f"{cf['examples']} distinct examples by influence in the direction its **{s}** readout moved "
              f"({cf['select_split']} probes: {cf['measured_change']:+.4f}), and without {cf['k']} random examples "
-             f"({cf['draws']} draws). Removed labels — top: "
+             f"({BASELINE_WORDS[cf.get('baseline', 'uniform')]}, {cf['draws']} draws). Removed labels — top: "
              + ", ".join(f"{k} {v}" for k, v in cf["removed_labels"]["top"].items())
              + "; first random draw: " + ", ".join(f"{k} {v}" for k, v in cf["removed_labels"]["random_0"].items()) + ".", "",
              f"Drift of {s} from the base model at the end of SFT (phase probes, 95% CI over probes; the random mean's "

@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     check_path("selection", a.selection, "file")
     selection = json.loads(Path(a.selection).read_text())
     cfg = params.counterfactual
-    if selection.get("run") != cfg.run or selection.get("draws") != cfg.draws or selection.get("k") != cfg.k:
-        raise ConfigError("--selection", f"{a.selection} was made for run {selection.get('run')}, k = {selection.get('k')}, "
-                                         f"draws = {selection.get('draws')}, not counterfactual.* = {cfg.run}, {cfg.k}, {cfg.draws}: "
-                                         "rerun `valuedrift counterfactual-data`")
+    made = (selection.get("run"), selection.get("k"), selection.get("draws"), selection.get("baseline", "uniform"))
+    if made != (cfg.run, cfg.k, cfg.draws, cfg.baseline):
+        raise ConfigError("--selection", f"{a.selection} was made for (run, k, draws, baseline) = {made}, not counterfactual.* = "
+                                         f"{(cfg.run, cfg.k, cfg.draws, cfg.baseline)}: rerun `valuedrift counterfactual-data`")
     original = RunDir(Path(a.runs) / cfg.run)
     retrained = {v: RunDir(Path(a.variant_runs) / v / cfg.run) for v in variants(cfg.draws)}
     for v, run in retrained.items():
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "counterfactual.csv", index=False)
     result = {**{k: selection[k] for k in ("run", "stance", "sign", "measured_change", "select_split", "k", "draws", "examples", "rows")},
+              "baseline": selection.get("baseline", "uniform"),
               "removed_labels": {v: selection["variants"][v]["removed_labels"] for v in variants(cfg.draws)},
               "n_seeds": 1, "routes": result_routes}
     write_json(out / "counterfactual.json", result)

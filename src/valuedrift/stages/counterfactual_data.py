@@ -1,5 +1,6 @@
 """``counterfactual-data`` stage: the training data of ``counterfactual.run`` without the top-k examples by
-influence, and without k random examples (``counterfactual.draws`` times).
+influence, and without k random examples (``counterfactual.draws`` times; label-matched to the top k unless
+``counterfactual.baseline: uniform``).
 
     valuedrift counterfactual-data [--attribution metrics/attribution] [--out counterfactual/data]
                                    [--selection counterfactual/metrics/selection.json]
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     frame = pd.read_csv(folder / "influence.csv")
     summary = json.loads((folder / "summary.json").read_text())
     stance, sign, change = target(summary, cfg)
-    removed = removal_sets(frame, stance, cfg.select_split, sign, cfg.k, cfg.draws, params.seed)
+    removed = removal_sets(frame, stance, cfg.select_split, sign, cfg.k, cfg.draws, params.seed, cfg.baseline)
     rows = read_records(info.data_file, lambda obj, path, line: obj)
     relative = info.data_file.relative_to(Path(a.processed))
     sizes = {}
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     write_json(Path(a.selection), {
         "run": info.label, "kind": info.kind, "data_file": str(info.data_file), "rows": len(rows), "examples": len(frame),
         "stance": stance, "sign": sign, "measured_change": change, "select_split": cfg.select_split, "k": cfg.k,
-        "draws": cfg.draws, "seed": params.seed,
+        "draws": cfg.draws, "baseline": cfg.baseline, "seed": params.seed,
         "variants": {v: {"rows_kept": sizes[v], "removed": [str(ids[r]) for r in removed[v]],
                          "removed_labels": removed_labels(frame, removed[v])} for v in variants(cfg.draws)},
     })

@@ -50,6 +50,7 @@ class AttributeConfig:
 
 
 SELECT_SPLITS: tuple[str, ...] = ("dev", "test", "all")
+BASELINES: tuple[str, ...] = ("label_matched", "uniform")
 
 
 @dataclass
@@ -60,6 +61,8 @@ class CounterfactualConfig:
     - ``run``: the attributed run (an entry of ``attribute.runs``) that is retrained;
     - ``k``: distinct training examples removed (every copy of each), by influence or at random;
     - ``draws``: random removals of k examples (seeds ``seed + d``), the baseline the top-k removal must beat;
+    - ``baseline``: how those k are drawn: ``label_matched`` = per label (stance, ``general``…) as many as the
+      top-k removal holds, uniformly within the label; ``uniform`` = uniformly from all examples;
     - ``select_split``: the probe split whose readout ranks the examples (``dev``: the held-out ``test``
       topics then measure the effect out of sample);
     - ``stance``: the readout's stance, or ``auto`` = the stance whose readout changed most over the run.
@@ -68,6 +71,7 @@ class CounterfactualConfig:
     run: str = "sft/neutral_heavy"
     k: int = 100
     draws: int = 3
+    baseline: str = "label_matched"
     select_split: str = "dev"
     stance: str = "auto"
 
@@ -77,5 +81,6 @@ class CounterfactualConfig:
               f"must be <kind>/<name> with kind one of {', '.join(ATTRIBUTION_KINDS)}, got {self.run!r}")
         check(self.k >= 1, f"{key}.k", f"must be >= 1, got {self.k}")
         check(self.draws >= 2, f"{key}.draws", f"must be >= 2 (the random baseline's interval is over draws), got {self.draws}")
+        check(self.baseline in BASELINES, f"{key}.baseline", f"must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
         check(self.select_split in SELECT_SPLITS, f"{key}.select_split", f"must be one of {', '.join(SELECT_SPLITS)}, got {self.select_split!r}")
         check(self.stance in ("auto", *STANCES), f"{key}.stance", f"must be auto or one of {', '.join(STANCES)}, got {self.stance!r}")
