@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     write_json(out / "counterfactual.json", result)
     write_json(out / "headline.json", headline(result))
     title = (f"{cfg.run}: drift of {stance} after removing the top {cfg.k} examples by influence "
-             f"({cfg.select_split} readout) or {cfg.k} random ones ({cfg.draws} draws), 1 training seed")
+             f"({cfg.select_split} readout) or {cfg.k} random ones ({cfg.draws} draws"
+             f"{', label-matched' if cfg.baseline == 'label_matched' else ''}), 1 training seed")
     plot_counterfactual(table, stance, out / "counterfactual.png", title)
     for route, r in result_routes.items():
         for split, v in r["verdicts"].items():
