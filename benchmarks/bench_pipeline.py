@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-scratch", action="store_true", help="delete the pipeline outputs first (see above)")
     ap.add_argument("--parse-log", help="read a saved `time -v dvc repro` log instead of running")
     ap.add_argument("--git", help="with --parse-log: the commit the logged run was made at")
+    ap.add_argument("--mlflow-db", help="with --parse-log: the logged run's SQLite MLflow store (adds its runs' time/… metrics)")
     ap.add_argument("--label", default="", help="free text stored with the figures (e.g. the params that differ)")
     ap.add_argument("--out", default="benchmarks/results/pipeline.json")
     a = ap.parse_args(argv)
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.parse_log:
         record.update(git=a.git, source=a.parse_log, loadavg_before=None,
                       repro=parse_time_v(Path(a.parse_log).read_text(errors="replace")))
+        if a.mlflow_db:
+            record["mlflow_runs"] = mlflow_runs(Path(a.mlflow_db))
     else:
         if shutil.which("dvc") is None:
             raise SystemExit("dvc is not on PATH: run with PATH=.venv/bin:$PATH")
