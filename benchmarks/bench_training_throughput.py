@@ -13,6 +13,11 @@ the first step's loss of both modes is compared (padding-free must train on the 
     .venv/bin/python benchmarks/bench_training_throughput.py --corpus processed/sft/neutral_heavy.jsonl \\
         --out benchmarks/results/training_throughput.json
 
+``--modes`` adds other variants, each compared with ``padded`` in the same rounds: ``bf16`` (``bf16=True``:
+bfloat16 autocast of the fp32 weights, the padded batches otherwise the same; worth it only on CPUs with bf16
+matrix instructions, e.g. AVX512-BF16 or AMX) and ``padding_free_bf16`` (both). (The optimizer is transformers' default for torch ≥ 2.8,
+``adamw_torch_fused``, in every mode, as in the pipeline.)
+
 DPO is not measured: TRL 1.16's ``DPOConfig.padding_free`` is switched off inside ``DPOTrainer`` ("temporarily
 unavailable after a refactor"), so there is nothing to compare without writing our own trainer.
 """
@@ -57,6 +62,13 @@ class StepClock(TrainerCallback):
             self.losses.append(float(logs["loss"]))
 
 
+# SFTConfig overrides of each mode on top of the padded fp32 baseline. bf16 must be set: TRL's configs default it
+# to True (bf16 autocast) where the hardware allows, while the pipeline trains fp32 weights in fp32 (model.dtype:
+# float32 → bf16=False, valuedrift.train.scaffold); runs of this script before 2026-12-04 left it at TRL's default.
+MODES: dict[str, dict[str, Any]] = {"padded": {"bf16": False}, "padding_free": {"bf16": False, "padding_free": True},
+                                    "bf16": {"bf16": True}, "padding_free_bf16": {"bf16": True, "padding_free": True}}
+
+
 def run(mode: str, model_dir: Path, rows: list[dict], steps: int, batch: int, max_length: int) -> dict[str, Any]:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -70,8 +82,8 @@ def run(mode: str, model_dir: Path, rows: list[dict], steps: int, batch: int, ma
                         lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
                         seed=0, data_seed=0, dataloader_num_workers=0, packing=False,
                         # padding-free does not truncate (TRL): the rows must fit max_length, checked below
-                        max_length=None if mode == "padding_free" else max_length,
-                        padding_free=(mode == "padding_free"), gradient_checkpointing=False)
+                        max_length=None if MODES[mode].get("padding_free") else max_length,
+                        gradient_checkpointing=False, **MODES[mode])
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, callbacks=[clock])
         lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
         if max(lengths) > max_length:
@@ -93,25 +105,32 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--modes", default="padded,padding_free", help=f"comma-separated, padded first; of {', '.join(MODES)}")
     ap.add_argument("--out", default="benchmarks/results/training_throughput.json")
     a = ap.parse_args()
     torch.set_num_threads(2)
     rows = read_records(Path(a.corpus), lambda obj, path, line: obj)
-    results, ratios = [], []
+    modes = a.modes.split(",")
+    if modes[0] != "padded" or len(modes) < 2 or any(m not in MODES for m in modes):
+        raise SystemExit(f"--modes {a.modes!r}: padded first, then one or more of {', '.join(m for m in MODES if m != 'padded')}")
+    results, ratios = [], {m: [] for m in modes[1:]}
     for k in range(a.rounds):
-        order = ["padded", "padding_free"] if k % 2 == 0 else ["padding_free", "padded"]
+        order = modes if k % 2 == 0 else modes[::-1]
         got = {m: run(m, Path(a.model), rows, a.steps, a.batch_size, a.max_length) for m in order}
         results += [{"round": k, **got[m]} for m in order]
-        ratios.append(got["padding_free"]["useful_tokens_per_s"] / got["padded"]["useful_tokens_per_s"])
+        for m in ratios:
+            ratios[m].append(got[m]["useful_tokens_per_s"] / got["padded"]["useful_tokens_per_s"])
         print(f"round {k}: " + ", ".join(f"{m} {got[m]['useful_tokens_per_s']:.0f} useful tok/s (loss₁ {got[m]['first_loss']})" for m in order)
-              + f"; ratio {ratios[-1]:.2f}", flush=True)
+              + "; ratios " + ", ".join(f"{m} {r[-1]:.2f}" for m, r in ratios.items()), flush=True)
     out = {"meta": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "model": a.model, "corpus": a.corpus,
                     "steps": a.steps, "batch_size": a.batch_size, "max_length": a.max_length, "threads": 2,
                     "cpu": platform.processor() or platform.machine(), "load_average_at_end": list(os.getloadavg())},
-           "ratio_padding_free_over_padded": {"median": statistics.median(ratios), "rounds": ratios}, "results": results}
+           "ratio_over_padded": {m: {"median": statistics.median(r), "rounds": r} for m, r in ratios.items()}, "results": results}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"padding-free / padded useful tokens per second: median {statistics.median(ratios):.2f} over {len(ratios)} rounds -> {a.out}")
+    for m, r in ratios.items():
+        print(f"{m} / padded useful tokens per second: median {statistics.median(r):.2f} over {len(r)} rounds")
+    print(f"-> {a.out}")
 
 
 if __name__ == "__main__":
