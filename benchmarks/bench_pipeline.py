@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", default="", help="free text stored with the figures (e.g. the params that differ)")
     ap.add_argument("--out", default="benchmarks/results/pipeline.json")
     a = ap.parse_args(argv)
+    if not a.parse_log and (a.git or a.mlflow_db):
+        ap.error("--git and --mlflow-db go with --parse-log (a live run records its own commit and store)")
     commit = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True).stdout.strip()
     record: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "git": commit,
                               "label": a.label, "loadavg_before": os.getloadavg()}
