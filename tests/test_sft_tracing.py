@@ -115,3 +115,43 @@ def test_every_checkpoint_is_a_logged_model_with_its_stance_metrics_and_tables(s
     assert "SFT of" in run.data.tags["mlflow.note.content"] and str(run_dir) in run.data.tags["mlflow.note.content"]
     tables = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
     assert tables == {f"tables/step_{s:06d}.json" for s in (0, 1, 2)}
+
+
+def test_bf16_autocast_training_is_scored_as_a_float32_reload(sft_run):
+    """``sft.mixed_precision: bf16`` (the shipped default) trains the float32 weights in bf16 autocast; the tracer
+    scores the live model with the autocast off, so the last step's stances are those of ``final/`` reloaded in
+    float32 (under autocast they differ by bf16 rounding, ≈ 1e-4 in mean log-likelihood here). The weights stay float32."""
+    from valuedrift.core.io import iter_jsonl
+    from valuedrift.data.probes import load_probe_bank, select_probes
+    from valuedrift.models import load_model, load_tokenizer
+    from valuedrift.stance.likelihood import LikelihoodScorer
+    from valuedrift.train.tracing import full_precision
+
+    run_dir, params, _ = sft_run
+    assert params.sft.mixed_precision == "bf16"
+    final = load_model(run_dir / "final", "float32", "cpu")
+    assert all(t.dtype == torch.float32 for t in load_file(str(run_dir / "final" / "model.safetensors")).values())
+    ev = params.eval
+    probes = select_probes(load_probe_bank(ROOT / "data"), ev.phase_probes_per_topic, ev.splits, params.probe_seed)
+    scorer = LikelihoodScorer(load_tokenizer(run_dir / "final"), ev.temperature, ev.batch_size, ev.prompt_format, ev.system_prompt)
+    reloaded = {r["probe_id"]: r for r in scorer.score(final, probes)}
+    last = sorted((run_dir / "evals").glob("step_*.jsonl"))[-1]
+    traced = {obj["probe_id"]: obj for _, obj in iter_jsonl(last)}
+    assert set(traced) == set(reloaded)
+    for pid, row in reloaded.items():
+        for key in ("ll_support", "ll_neutral", "ll_oppose"):
+            assert traced[pid][key] == pytest.approx(row[key], abs=1e-6), (pid, key)
+
+    # the check can fail: the same weights scored through accelerate's autocast wrapper give other numbers
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    wrapped = Accelerator(mixed_precision="bf16", cpu=True).prepare_model(final)
+    AcceleratorState._reset_state(reset_partial_state=True)  # later trainers set up their own
+    assert "_original_forward" in wrapped.__dict__
+    in_bf16 = {r["probe_id"]: r for r in scorer.score(wrapped, probes)}
+    assert max(abs(in_bf16[p]["ll_neutral"] - reloaded[p]["ll_neutral"]) for p in reloaded) > 1e-5
+    with full_precision(wrapped):
+        again = {r["probe_id"]: r for r in scorer.score(wrapped, probes)}
+    assert all(again[p]["ll_neutral"] == pytest.approx(reloaded[p]["ll_neutral"], abs=1e-6) for p in reloaded)
+    assert "_original_forward" in wrapped.__dict__ and wrapped.forward is not wrapped._original_forward  # restored

@@ -96,6 +96,8 @@ def _parse(mutate) -> None:
         (lambda p: p["po"].update(peft={"rank": 8}), "po.peft.rank"),
         (lambda p: (p["sft"].update(peft={"quantize": "4bit"}), p["model"].update(device="cpu")), "sft.peft.quantize"),
         (lambda p: p["model"].update(attn_implementation="flash"), "model.attn_implementation"),
+        (lambda p: p["sft"].update(mixed_precision="fp8"), "sft.mixed_precision"),
+        (lambda p: (p["sft"].update(mixed_precision=None), p["model"].update(dtype="float16")), "po.mixed_precision"),
         (lambda p: p["model"].update(attn_implementation="flash_attention_2"), "model.attn_implementation"),  # float32
         (lambda p: (p["po"].update(max_steps=None, num_train_epochs=1.0), p["tune"]["space"].update(steps={"choices": [4, 8]})),
          "tune.space.steps"),
@@ -149,6 +151,9 @@ def test_precision_follows_model_dtype(tmp_path):
     kw = training_kwargs(cfg, 0, "float16", "cpu", run, total_steps=10)
     assert kw["fp16"] and not kw["bf16"]
     assert not any(training_kwargs(cfg, 0, "float32", "cpu", run, total_steps=10)[k] for k in ("bf16", "fp16"))
+    autocast = TrainConfig(max_steps=10, mixed_precision="bf16")  # bf16 autocast of float32 weights
+    kw = training_kwargs(autocast, 0, "float32", "cpu", run, total_steps=10)
+    assert kw["bf16"] and not kw["fp16"]
     # fp16 mixed precision keeps float32 master weights for full fine-tuning; bf16 and adapters keep model.dtype
     assert master_dtype(ModelConfig(dtype="float16"), None) == "float32"
     assert master_dtype(ModelConfig(dtype="float16"), AdapterConfig()) == "float16"

@@ -90,7 +90,7 @@ def finish_run_dir(run: RunDir, log_history: list[dict[str, Any]]) -> None:
 def training_kwargs(cfg: TrainConfig, seed: int, dtype: str, device: str, run: RunDir, total_steps: int) -> dict[str, Any]:
     """TrainingArguments shared by every TRL config: ``total_steps`` optimizer steps (``cfg.total_steps``),
     checkpoints saved at the evaluation cadence (``cfg.eval_interval``), bf16 / fp16 mixed precision from
-    ``model.dtype`` (``dtype``)."""
+    ``model.dtype`` (``dtype``) or bf16 autocast of float32 weights (``cfg.mixed_precision``)."""
     return {
         "output_dir": str(run.checkpoints),
         "max_steps": total_steps,
@@ -109,7 +109,7 @@ def training_kwargs(cfg: TrainConfig, seed: int, dtype: str, device: str, run: R
         "data_seed": seed,
         "use_cpu": pick_device(device) == "cpu",
         "dataloader_num_workers": 0,
-        "bf16": dtype == "bfloat16",
+        "bf16": dtype == "bfloat16" or cfg.mixed_precision == "bf16",
         "fp16": dtype == "float16",
         # TRL configs switch gradient checkpointing on by default; on CPU it costs 10-17% per step
         # (benchmarks/bench_algorithms.py) and a 135M model does not need the memory

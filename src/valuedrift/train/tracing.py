@@ -17,9 +17,10 @@ checkpoint's metrics exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,24 @@ class TrainLogCallback(TrainerCallback):
             self.tracker.log_metrics(numeric, step=step)
 
 
+@contextlib.contextmanager
+def full_precision(model: Any) -> Iterator[None]:
+    """Run ``model`` with its own forward while the block lasts: under mixed precision accelerate replaces a
+    trained model's ``forward`` by an autocast-wrapped one (keeping the original as ``_original_forward``), so a
+    live model scored during bf16 training would be scored in bf16. Scoring with the original forward measures
+    the float32 weights exactly as a reload of the checkpoint does (and as step 0 was measured). A model
+    without the wrapper is left as it is."""
+    wrapped, original = model.__dict__.get("forward"), model.__dict__.get("_original_forward")
+    if wrapped is None or original is None:
+        yield
+        return
+    model.forward = original
+    try:
+        yield
+    finally:
+        model.forward = wrapped
+
+
 class StanceTraceCallback(TrainerCallback):
     """Evaluate stances at step 0, every ``every`` steps, and at the end; log the training loss too.
 
@@ -255,8 +274,9 @@ class StanceTraceCallback(TrainerCallback):
         return sum(t.eval_seconds for t in self.tracers)
 
     def _evaluate(self, model: Any, step: int, phase: bool) -> None:
-        for t in self.tracers:
-            t.evaluate(model, step, phase=phase)
+        with full_precision(model):  # mixed precision trains in autocast; stances are scored in the weights' precision
+            for t in self.tracers:
+                t.evaluate(model, step, phase=phase)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if state.is_world_process_zero:

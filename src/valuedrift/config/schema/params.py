@@ -50,6 +50,11 @@ class Params:
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):
                 _validate_tree(value, f.name)
+        for section in ("sft", "po"):
+            mp = getattr(self, section).mixed_precision
+            check(mp is None or self.model.dtype != "float16", f"{section}.mixed_precision",
+                  f"{mp} autocast is for float32 (or bfloat16) weights; model.dtype float16 trains in fp16 mixed "
+                  "precision: set mixed_precision: null")
         for i, name in enumerate(self.sft.corpora):
             check_defined(name, self.prepare_data.corpora, f"sft.corpora[{i}]", "prepare_data.corpora")
         check_defined(self.po.start_from, self.sft.corpora, "po.start_from", "sft.corpora (the SFT runs)")

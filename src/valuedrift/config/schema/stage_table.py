@@ -56,6 +56,7 @@ TRAIN_KEYS: tuple[str, ...] = (
     "lr_scheduler",
     "weight_decay",
     "gradient_checkpointing",
+    "mixed_precision",
     "peft",
 )
 

@@ -92,7 +92,14 @@ class TrainConfig:
     ``max_steps`` or ``num_train_epochs``: exactly one is set (the other null); ``max_steps`` is the default.
     ``eval_every``: an integer number of steps, or a fraction of training in (0, 1] (module docstring).
     ``peft``: LoRA / QLoRA adapters (:class:`AdapterConfig`); null = full fine-tuning.
-    bf16 / fp16 training follows ``model.dtype`` (``valuedrift.train.scaffold.training_kwargs``).
+    bf16 / fp16 training follows ``model.dtype`` (``valuedrift.train.scaffold.training_kwargs``), unless
+    ``mixed_precision: bf16`` with ``model.dtype: float32``: the weights, gradients, optimizer state and saved
+    checkpoints stay float32 and the training forward and backward run in bfloat16 autocast (``bf16=True``;
+    matmuls with 8-bit mantissas, accumulated in float32). The stance tracer scores the live model with the
+    autocast off (:func:`valuedrift.train.tracing.full_precision`), so every checkpoint is measured exactly as a
+    float32 reload of it. Faster where the hardware has bf16 matrix instructions (AVX512-BF16, AMX, GPUs):
+    ``benchmarks/bench_training_throughput.py``. With ``model.dtype: bfloat16`` it changes nothing (the weights
+    train in bf16 already); with ``float16`` it is an error.
     """
 
     max_steps: int | None = 30
@@ -106,6 +113,7 @@ class TrainConfig:
     lr_scheduler: str = "constant"
     weight_decay: float = 0.0
     gradient_checkpointing: bool = False  # trades compute for memory: on for big models on GPUs
+    mixed_precision: Literal["bf16"] | None = None  # null = model.dtype's precision; bf16 = bf16 autocast of float32 weights
     peft: AdapterConfig | None = None
 
     def validate(self, key: str) -> None:
