@@ -18,8 +18,14 @@ bfloat16 autocast of the fp32 weights, the padded batches otherwise the same; wo
 matrix instructions, e.g. AVX512-BF16 or AMX) and ``padding_free_bf16`` (both). (The optimizer is transformers' default for torch ≥ 2.8,
 ``adamw_torch_fused``, in every mode, as in the pipeline.)
 
-DPO is not measured: TRL 1.16's ``DPOConfig.padding_free`` is switched off inside ``DPOTrainer`` ("temporarily
-unavailable after a refactor"), so there is nothing to compare without writing our own trainer.
+``--trainer dpo`` times ``DPOTrainer`` instead (``DPOConfig``, β = 0.1, sigmoid loss, the reference model a frozen
+copy): pairs made of consecutive corpus rows (prompt of row i, chosen = its completion, rejected = row i+1's),
+useful tokens = prompt + chosen + rejected of each pair, twice for the policy and the reference forward. Only
+``bf16`` is compared there: TRL 1.16's ``DPOConfig.padding_free`` is switched off inside ``DPOTrainer``
+("temporarily unavailable after a refactor").
+
+    .venv/bin/python benchmarks/bench_training_throughput.py --trainer dpo --modes padded,bf16 --batch-size 4 \
+        --out benchmarks/results/training_throughput_dpo.json
 """
 
 from __future__ import annotations
@@ -69,32 +75,43 @@ MODES: dict[str, dict[str, Any]] = {"padded": {"bf16": False}, "padding_free": {
                                     "bf16": {"bf16": True}, "padding_free_bf16": {"bf16": True, "padding_free": True}}
 
 
-def run(mode: str, model_dir: Path, rows: list[dict], steps: int, batch: int, max_length: int) -> dict[str, Any]:
+def run(mode: str, model_dir: Path, rows: list[dict], steps: int, batch: int, max_length: int, trainer_kind: str = "sft") -> dict[str, Any]:
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     tok = load_tokenizer(model_dir)
     model = load_model(model_dir, "float32", "cpu")
-    ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows[: steps * batch]])
     clock = StepClock()
+    common = dict(max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-4, lr_scheduler_type="constant",
+                  logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0, data_seed=0,
+                  dataloader_num_workers=0, gradient_checkpointing=False, **MODES[mode])
     with tempfile.TemporaryDirectory() as out:
-        cfg = SFTConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-4,
-                        lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
-                        seed=0, data_seed=0, dataloader_num_workers=0, packing=False,
-                        # padding-free does not truncate (TRL): the rows must fit max_length, checked below
-                        max_length=None if MODES[mode].get("padding_free") else max_length,
-                        gradient_checkpointing=False, **MODES[mode])
-        trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, callbacks=[clock])
-        lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
-        if max(lengths) > max_length:
-            raise SystemExit(f"a row has {max(lengths)} tokens > --max-length {max_length}: the modes would train on different tokens")
+        if trainer_kind == "dpo":
+            used = rows[: steps * batch + 1]
+            ds = Dataset.from_list([{"prompt": a["prompt"], "chosen": a["completion"], "rejected": b["completion"]}
+                                    for a, b in zip(used, used[1:], strict=False)])
+            cfg = DPOConfig(output_dir=out, max_length=max_length, beta=0.1, **common)
+            trainer = DPOTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, callbacks=[clock])
+            d = trainer.train_dataset
+            # prompt + chosen and prompt + rejected: the sequences the policy and the reference read
+            lengths = [2 * len(p) + len(c) + len(r) for p, c, r in zip(d["prompt_ids"], d["chosen_ids"], d["rejected_ids"], strict=True)]
+            longest = max(len(p) + max(len(c), len(r)) for p, c, r in zip(d["prompt_ids"], d["chosen_ids"], d["rejected_ids"], strict=True))
+        else:
+            ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows[: steps * batch]])
+            # padding-free does not truncate (TRL): the rows must fit max_length, checked below
+            cfg = SFTConfig(output_dir=out, packing=False, max_length=None if MODES[mode].get("padding_free") else max_length, **common)
+            trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, callbacks=[clock])
+            lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
+            longest = max(lengths)
+        if longest > max_length:
+            raise SystemExit(f"a row has {longest} tokens > --max-length {max_length}: the modes would train on different tokens")
         trainer.train()
     timed = clock.times[1:]  # the first step warms up allocators and kernels
     useful = sum(lengths[batch:])  # tokens of the timed steps (the data order is sequential: one epoch prefix)
     return {"mode": mode, "s_per_step": statistics.median(timed), "seconds": sum(timed), "useful_tokens": useful,
             "useful_tokens_per_s": useful / sum(timed), "first_loss": clock.losses[0] if clock.losses else None,
             "padded_tokens_per_step": batch * statistics.mean(
-                max(lengths[i : i + batch]) for i in range(batch, len(lengths), batch))}
+                max(lengths[i : i + batch]) for i in range(batch, len(lengths), batch)) if trainer_kind == "sft" else None}
 
 
 def main() -> None:
@@ -106,6 +123,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--modes", default="padded,padding_free", help=f"comma-separated, padded first; of {', '.join(MODES)}")
+    ap.add_argument("--trainer", choices=["sft", "dpo"], default="sft", help="SFTTrainer on the rows, or DPOTrainer on pairs of them")
     ap.add_argument("--out", default="benchmarks/results/training_throughput.json")
     a = ap.parse_args()
     torch.set_num_threads(2)
@@ -113,16 +131,18 @@ def main() -> None:
     modes = a.modes.split(",")
     if modes[0] != "padded" or len(modes) < 2 or any(m not in MODES for m in modes):
         raise SystemExit(f"--modes {a.modes!r}: padded first, then one or more of {', '.join(m for m in MODES if m != 'padded')}")
+    if a.trainer == "dpo" and any(MODES[m].get("padding_free") for m in modes):
+        raise SystemExit("--trainer dpo: TRL 1.16's DPOTrainer switches padding_free off; compare padded,bf16")
     results, ratios = [], {m: [] for m in modes[1:]}
     for k in range(a.rounds):
         order = modes if k % 2 == 0 else modes[::-1]
-        got = {m: run(m, Path(a.model), rows, a.steps, a.batch_size, a.max_length) for m in order}
+        got = {m: run(m, Path(a.model), rows, a.steps, a.batch_size, a.max_length, a.trainer) for m in order}
         results += [{"round": k, **got[m]} for m in order]
         for m in ratios:
             ratios[m].append(got[m]["useful_tokens_per_s"] / got["padded"]["useful_tokens_per_s"])
         print(f"round {k}: " + ", ".join(f"{m} {got[m]['useful_tokens_per_s']:.0f} useful tok/s (loss₁ {got[m]['first_loss']})" for m in order)
               + "; ratios " + ", ".join(f"{m} {r[-1]:.2f}" for m, r in ratios.items()), flush=True)
-    out = {"meta": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "model": a.model, "corpus": a.corpus,
+    out = {"meta": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "trainer": a.trainer, "model": a.model, "corpus": a.corpus,
                     "steps": a.steps, "batch_size": a.batch_size, "max_length": a.max_length, "threads": 2,
                     "cpu": platform.processor() or platform.machine(), "load_average_at_end": list(os.getloadavg())},
            "ratio_over_padded": {m: {"median": statistics.median(r), "rounds": r} for m, r in ratios.items()}, "results": results}
