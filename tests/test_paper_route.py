@@ -46,13 +46,28 @@ def test_sampling_is_batched_seeded_and_k_per_probe(tiny, probes):
 
 
 def test_shared_prefill_samples_what_plain_generation_samples(tiny, probes, monkeypatch):
-    """The prompt is prefilled once and its cache repeated K times; the draws equal K-fold plain generation."""
+    """The batch's common start is prefilled once, each prompt's rest once and the cache repeated K times; the
+    draws equal K-fold plain left-padded generation, with and without the shared start."""
+    from valuedrift.stance.likelihood import format_prompt
+
     tok, model = tiny
-    kw = dict(k=3, temperature=0.7, max_new_tokens=6, seed=3, batch_size=2)
+    texts = [format_prompt(tok, p.question, "chat", None) for p in probes]
+    assert sampling.common_prefix([tok(t, add_special_tokens=False)["input_ids"] for t in texts]) >= 3  # the template's start
+    kw = dict(k=3, temperature=0.7, max_new_tokens=6, seed=3, batch_size=3)
     shared = generate_samples(model, tok, probes, **kw)
-    monkeypatch.setattr(sampling, "_shared_prefill", lambda *a, **k: None)
+    per_prompt = generate_samples(model, tok, probes, shared_prefix=False, **kw)
+    real = sampling._prefill
+    monkeypatch.setattr(sampling, "_prefill", lambda *a: (*real(*a[:-1], False)[:2], None))  # generate prefills all K·B rows
     plain = generate_samples(model, tok, probes, **kw)
-    assert [s.text for s in shared] == [s.text for s in plain]
+    assert [s.text for s in shared] == [s.text for s in plain] == [s.text for s in per_prompt]
+    assert len({s.text for s in shared}) > 3
+
+
+def test_common_prefix_never_takes_a_prompts_last_token():
+    assert sampling.common_prefix([[1, 2, 3], [1, 2, 4]]) == 2
+    assert sampling.common_prefix([[1, 2], [1, 2, 3]]) == 1
+    assert sampling.common_prefix([[5], [5, 6]]) == 0
+    assert sampling.common_prefix([[7, 8, 9]]) == 2
 
 
 def test_probe_distribution_is_the_mean_over_samples():

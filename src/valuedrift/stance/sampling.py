@@ -5,13 +5,22 @@ For each probe p the policy π sees the same prompt x(p) as on the likelihood ro
 
     y_1, …, y_K ~ π(· | x(p))     (temperature T, nucleus top_p, top-k off, ≤ max_new_tokens new tokens)
 
-Many probes share one ``generate`` call: ``batch_size`` prompts, left-padded, each expanded to K sequences,
-so one call decodes batch_size·K sequences in parallel. Prompts are sorted by length so a batch pads
-little. The K samples of a probe share its prompt, so the prompt is run once, not K times: the batch's
-prompts minus their last token are prefilled once (``use_cache``), the KV cache is repeated K times along
-the batch (``DynamicCache.batch_repeat_interleave``), and ``generate(cache=…)`` continues from it, feeding only the
-last prompt token before decoding. This removes (K − 1)/K of the prefill FLOPs; the sampled tokens are
-those of plain ``num_return_sequences=K`` sampling up to float rounding (same RNG draws).
+Many probes share one ``generate`` call: ``batch_size`` prompts, each expanded to K sequences, so one call
+decodes batch_size·K sequences in parallel. Prompts are sorted by length so a batch pads little. The
+prompts are prefilled once, not K times, and their common start once, not batch_size times:
+
+1. the P tokens every prompt of the batch starts with (the chat template's system turn and user header:
+   24 tokens for SmolLM2's template) are run once, as one row, and the KV cache repeated batch_size times;
+2. each prompt's rest minus its last token is run on top of it, left-padded *after* the shared start (the
+   padding sits in the middle, masked; position ids come from the attention mask, so every real token keeps
+   the position it has in its own prompt);
+3. the cache is repeated K times along the batch (``DynamicCache.batch_repeat_interleave``) and
+   ``generate(cache=…)`` continues from it, feeding only each prompt's last token before decoding.
+
+A batch of B prompts of at most L tokens prefills P + B·(L − P − 1) positions instead of B·K·L. The sampled
+tokens are those of plain left-padded ``num_return_sequences=K`` sampling up to float rounding (same RNG
+draws); ``shared_prefix=False`` skips step 1 (``benchmarks/bench_shared_prefix.py`` compares the two, answer
+for answer).
 
 Seeding: before each batch the torch RNG is seeded with hash(seed, probe ids of the batch), so the same
 seed, probes and batch size give the same answers whatever ran before (on the same hardware and library
@@ -61,22 +70,49 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return out
 
 
-def _shared_prefill(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, k: int) -> Any:
-    """KV cache of every prompt but its last token, computed once per prompt and repeated ``k`` times.
+def common_prefix(ids: Sequence[Sequence[int]]) -> int:
+    """Number of leading tokens every prompt in ``ids`` shares, never a prompt's last token."""
+    n = min(len(x) for x in ids) - 1
+    p = 0
+    while p < n and all(x[p] == ids[0][p] for x in ids):
+        p += 1
+    return p
 
-    Returns None (plain generation) for one-token prompts or models whose cache cannot be repeated.
+
+def _prefill(model: Any, ids: Sequence[Sequence[int]], k: int, pad: int, device: Any, shared_prefix: bool) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """``generate``'s input ids and attention mask for a batch of prompts (token id lists), each row repeated
+    ``k`` times, and the KV cache of every prompt but its last token (steps 1–3 of the module docstring).
+
+    Rows are [shared start | padding | rest of the prompt but its last token | last token]. The cache is None
+    (``generate`` prefills itself) when there is nothing to prefill or the model's cache cannot be repeated.
     """
-    if input_ids.shape[1] < 2:
-        return None
-    mask = attention[:, :-1]
-    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids[:, :-1], attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = out.cache
-    if k > 1:
+    p = common_prefix(ids) if shared_prefix else 0
+    rest = [list(x[p:-1]) for x in ids]
+    width = max(len(r) for r in rest)
+    b = len(ids)
+    start = torch.tensor([list(ids[0][:p])] * b, dtype=torch.long).reshape(b, p)
+    body = torch.tensor([[pad] * (width - len(r)) + r for r in rest], dtype=torch.long).reshape(b, width)
+    body_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rest], dtype=torch.long).reshape(b, width)
+    last = torch.tensor([[x[-1]] for x in ids], dtype=torch.long)
+    input_ids = torch.cat([start, body, last], dim=1).to(device)
+    attention = torch.cat([torch.ones(b, p, dtype=torch.long), body_mask, torch.ones(b, 1, dtype=torch.long)], dim=1).to(device)
+    repeated = input_ids.repeat_interleave(k, dim=0), attention.repeat_interleave(k, dim=0)
+    cache = None
+    if p:
+        cache = model(input_ids=input_ids[:1, :p], use_cache=True, logits_to_keep=1).cache
         if not hasattr(cache, "batch_repeat_interleave"):
-            return None
+            return *repeated, None
+        cache.batch_repeat_interleave(b)
+    if width:
+        mask = attention[:, : p + width]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, p:]
+        cache = model(input_ids=input_ids[:, p : p + width], attention_mask=mask, position_ids=positions, cache=cache,
+                      use_cache=True, logits_to_keep=1).cache
+    if cache is None or (k > 1 and not hasattr(cache, "batch_repeat_interleave")):
+        return *repeated, None
+    if k > 1:
         cache.batch_repeat_interleave(k)
-    return cache
+    return *repeated, cache
 
 
 @torch.inference_mode()
@@ -94,30 +130,29 @@ def generate_samples(
     prompt_format: str = "chat",
     system_prompt: str | None = None,
     progress: bool = False,
+    shared_prefix: bool = True,
 ) -> list[Sample]:
-    """Sample ``k`` answers per probe; returns them ordered by (probe order, sample index)."""
+    """Sample ``k`` answers per probe; returns them ordered by (probe order, sample index). ``shared_prefix``:
+    prefill the batch's common start once (module docstring)."""
     if k < 1 or max_new_tokens < 1 or batch_size < 1 or temperature <= 0:
         raise ValueError(f"bad sampling settings: k={k}, max_new_tokens={max_new_tokens}, batch_size={batch_size}, temperature={temperature}")
     prompts = {p.id: format_prompt(tokenizer, p.question, prompt_format, system_prompt) for p in probes}
-    lengths = {pid: len(tokenizer(text, add_special_tokens=False)["input_ids"]) for pid, text in prompts.items()}
-    order = sorted((p.id for p in probes), key=lambda pid: (-lengths[pid], pid))
+    tokens = {pid: tokenizer(text, add_special_tokens=False)["input_ids"] for pid, text in prompts.items()}
+    order = sorted((p.id for p in probes), key=lambda pid: (-len(tokens[pid]), pid))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     eos = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos), 0)
     device = next(model.parameters()).device
-    was_training, side = model.training, tokenizer.padding_side
+    was_training = model.training
     model.eval()
-    tokenizer.padding_side = "left"
     by_probe: dict[int, list[Sample]] = {}
     try:
         for ids in tqdm(batches, desc=f"sampling {k}×/probe", disable=not progress, leave=False):
-            enc = tokenizer([prompts[i] for i in ids], return_tensors="pt", padding=True, add_special_tokens=False)
-            input_ids, attention = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-            cache = _shared_prefill(model, input_ids, attention, k)
+            input_ids, attention, cache = _prefill(model, [tokens[i] for i in ids], k, pad, device, shared_prefix)
             torch.manual_seed(batch_seed(seed, ids))
             out = model.generate(
-                input_ids=input_ids.repeat_interleave(k, dim=0),
-                attention_mask=attention.repeat_interleave(k, dim=0),
+                input_ids=input_ids,
+                attention_mask=attention,
                 cache=cache,
                 do_sample=True,
                 temperature=temperature,
@@ -127,7 +162,7 @@ def generate_samples(
                 pad_token_id=pad,
                 eos_token_id=sorted(eos) or None,
             )
-            new = out[:, enc["input_ids"].shape[1] :].cpu()
+            new = out[:, input_ids.shape[1] :].cpu()
             for row in range(new.shape[0]):
                 pid, j = ids[row // k], row % k
                 toks = new[row].tolist()
@@ -136,7 +171,6 @@ def generate_samples(
                 text = tokenizer.decode(kept, skip_special_tokens=True).strip()
                 by_probe.setdefault(pid, []).append(Sample(pid, j, text, len(kept), stop is not None))
     finally:
-        tokenizer.padding_side = side
         if was_training:
             model.train()
     return [s for p in probes for s in by_probe[p.id]]
