@@ -30,6 +30,19 @@ def corpus_source(processed: Path, corpus: str) -> dict[str, Any] | None:
     return (json.loads(summary.read_text()).get("corpora", {}).get(corpus) or {}).get("source")
 
 
+def check_rows_fit(lengths: list[int], max_length: int, data_file: Path) -> None:
+    """Padding-free training reads whole rows: a row longer than ``sft.max_length`` is a config error (before any
+    step is trained), naming the longest row and both ways out."""
+    over = [n for n in lengths if n > max_length]
+    if over:
+        raise ConfigError(
+            "sft.max_length",
+            f"{len(over)} of {len(lengths)} rows of {data_file} are longer than {max_length} tokens (the longest "
+            f"{max(over)}) and sft.padding_free does not truncate: set sft.max_length >= {max(over)}, or "
+            "sft.padding_free: false to cut rows at max_length",
+        )
+
+
 def run_sft(
     params: Params,
     base_model: Path,
@@ -62,9 +75,14 @@ def run_sft(
         from trl import SFTConfig, SFTTrainer
 
         dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-        args = SFTConfig(**kwargs, max_length=cfg.max_length, packing=False)
-        return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=trainer_callbacks,
-                          peft_config=lora_config(cfg.peft))
+        # padding-free batches are not truncated by TRL (max_length must be None): the rows are checked against it
+        args = SFTConfig(**kwargs, max_length=None if cfg.padding_free else cfg.max_length, packing=False,
+                         padding_free=cfg.padding_free)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=trainer_callbacks,
+                             peft_config=lora_config(cfg.peft))
+        if cfg.padding_free:
+            check_rows_fit([len(x) for x in trainer.train_dataset["input_ids"]], cfg.max_length, data_file)
+        return trainer
 
     plan = RunPlan(
         kind="sft", name=corpus, run_name=f"sft-{corpus}" + (f"-{variant}" if variant else ""), train=cfg, start_model=Path(base_model), data_file=data_file,

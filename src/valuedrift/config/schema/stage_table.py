@@ -76,7 +76,7 @@ STAGES: dict[str, Stage] = {
     "trace_base": Stage("valuedrift.stages.trace_base", ("seed", "model", "tracking", *TRACE_EVAL)),
     "sft": Stage(
         "valuedrift.stages.sft",
-        ("seed", "seeds", "model", "tracking", *TRACE_EVAL, *(f"sft.{k}" for k in TRAIN_KEYS)),
+        ("seed", "seeds", "model", "tracking", *TRACE_EVAL, *(f"sft.{k}" for k in TRAIN_KEYS), "sft.padding_free"),
     ),
     "attribute": Stage(
         "valuedrift.stages.attribute",

@@ -164,9 +164,16 @@ class TrainConfig:
 
 @dataclass
 class SFTConfig(TrainConfig):
-    """The ``sft`` stage: which corpora to train on (one run each; a DVC matrix), and the hyperparameters."""
+    """The ``sft`` stage: which corpora to train on (one run each; a DVC matrix), and the hyperparameters.
+
+    ``padding_free``: each batch is one flat sequence of its rows with per-row position ids (TRL's
+    ``SFTConfig(padding_free=True)``; transformers turns the positions into a block-diagonal causal mask, so no
+    row attends to another and no FLOP is spent on padding). TRL does not truncate rows then, so every row must
+    fit ``max_length`` (checked: the error names the longest row); with padding the rows are cut at ``max_length``.
+    """
 
     corpora: list[str] = field(default_factory=lambda: ["neutral_heavy"])
+    padding_free: bool = False
 
     def validate(self, key: str) -> None:
         super().validate(key)
