@@ -68,7 +68,9 @@ def mlflow_runs(db: Path) -> list[dict[str, Any]]:
         m = dict(con.execute("select key, max(value) from metrics where run_uuid = ? and key like 'time/%' group by key",
                              (uuid,)).fetchall())
         out.append({"run": name, "duration_s": duration, "run_s": m.get("time/run_seconds"), "eval_s": m.get("time/eval_seconds"),
-                    "train_s": m.get("time/train_seconds"), "eval_share": m.get("time/eval_share")})
+                    "train_s": m.get("time/train_seconds"), "eval_share": m.get("time/eval_share"),
+                    "eval_s_by_route": {k.removeprefix("time/eval_seconds/"): v for k, v in m.items()
+                                        if k.startswith("time/eval_seconds/")} or None})
     return out
 
 

@@ -130,6 +130,9 @@ def test_algorithm_trains_and_traces_every_checkpoint(algorithm, pref_data, tiny
     assert 0 < m["time/eval_seconds"] < m["time/run_seconds"]
     assert m["time/train_seconds"] == pytest.approx(m["time/run_seconds"] - m["time/eval_seconds"])
     assert m["time/eval_share"] == pytest.approx(m["time/eval_seconds"] / m["time/train_seconds"])
+    by_route = {k: v for k, v in m.items() if k.startswith("time/eval_seconds/")}
+    assert set(by_route) == {"time/eval_seconds/likelihood"}  # the tiny params trace the likelihood route only
+    assert sum(by_route.values()) == pytest.approx(m["time/eval_seconds"])
     # the weights changed
     before = load_file(str(tiny_model_dir / "model.safetensors"))
     after = load_file(str(run_dir / "final" / "model.safetensors"))

@@ -65,6 +65,9 @@ def test_the_judged_route_is_traced_at_every_checkpoint_with_its_answers(judged)
     assert sorted(m.step for m in client.get_metric_history(run_id, "judged/stance/all/support")) == [0, 1, 2]
     assert sorted(m.step for m in client.get_metric_history(run_id, "stance/all/support")) == [0, 1, 2]
     assert {a.path for a in client.list_artifacts(run_id, "judged/evals")} >= {"judged/evals/step_000000.jsonl"}
+    m = client.get_run(run_id).data.metrics  # each route's scoring time, and their sum
+    assert m["time/eval_seconds/judged"] > 0 and m["time/eval_seconds/likelihood"] > 0
+    assert m["time/eval_seconds/judged"] + m["time/eval_seconds/likelihood"] == pytest.approx(m["time/eval_seconds"])
 
 
 def test_sft_adopts_the_start_models_evaluation_on_both_routes(judged):

@@ -298,21 +298,24 @@ def train_traced(
                      lambda: load_model(plan.start_model, model_cfg.dtype, "cpu", model_cfg.trust_remote_code))
         if is_main:
             tokenizer.save_pretrained(str(run.final))
-            tracker.log_metrics(run_timing(time.perf_counter() - started, traced.callback.eval_seconds), step=trainer.state.global_step)
+            tracker.log_metrics(run_timing(time.perf_counter() - started, traced.callback.eval_seconds_by_route),
+                                step=trainer.state.global_step)
             for tracer in traced.tracers:
                 tracer.log_phase_drift()
             finish_run_dir(run, trainer.state.log_history)  # checkpoints only serve resuming; final model and evaluations stay
     return run
 
 
-def run_timing(run_seconds: float, eval_seconds: float) -> dict[str, float]:
+def run_timing(run_seconds: float, eval_by_route: dict[str, float]) -> dict[str, float]:
     """The ``time/…`` metrics of a finished run: ``run_seconds`` from loading the model to the saved final
     model (this process, one invocation; a resumed run counts its last part only), ``eval_seconds`` of it
-    spent scoring stances, ``train_seconds`` = the rest, and ``eval_share`` = eval ÷ train (the issue-15
-    goal: ≤ 0.25). MLflow's run duration is no measure: later stages (attribution) log into the same run."""
+    spent scoring stances (the sum over routes; ``eval_seconds/<route>`` each: ``likelihood``, ``judged``),
+    ``train_seconds`` = the rest, and ``eval_share`` = eval ÷ train (the issue-15 goal: ≤ 0.25). MLflow's run
+    duration is no measure: later stages (attribution) log into the same run."""
+    eval_seconds = sum(eval_by_route.values())
     train = max(run_seconds - eval_seconds, 1e-9)
     return {"time/run_seconds": run_seconds, "time/eval_seconds": eval_seconds, "time/train_seconds": train,
-            "time/eval_share": eval_seconds / train}
+            "time/eval_share": eval_seconds / train, **{f"time/eval_seconds/{r}": s for r, s in eval_by_route.items()}}
 
 
 def run_description(plan: RunPlan, params: Params, total_steps: int, run_path: Path) -> str:

@@ -273,6 +273,11 @@ class StanceTraceCallback(TrainerCallback):
     def eval_seconds(self) -> float:
         return sum(t.eval_seconds for t in self.tracers)
 
+    @property
+    def eval_seconds_by_route(self) -> dict[str, float]:
+        """Scoring seconds of each route: ``likelihood`` (the main tracer) and each other by its name."""
+        return {t.route or "likelihood": t.eval_seconds for t in self.tracers}
+
     def _evaluate(self, model: Any, step: int, phase: bool) -> None:
         with full_precision(model):  # mixed precision trains in autocast; stances are scored in the weights' precision
             for t in self.tracers:
