@@ -9,7 +9,9 @@ optimiser steps are timed (a callback takes the wall time from ``on_step_begin``
 ``max_completion_length`` tokens per step) are timed separately.
 
 TRL's configs turn gradient checkpointing on by default; ``--gradient-checkpointing off`` measures
-without it (``both``: each algorithm twice).
+without it (``both``: each algorithm twice). ``--mixed-precision`` likewise: ``params`` (the sections' own
+``mixed_precision``), ``none`` (float32), ``bf16`` (bf16 autocast of the float32 weights), ``both`` (each
+algorithm in float32, then in bf16, back to back).
 
 Run (the project venv, 2 threads):
 
@@ -92,18 +94,21 @@ def summary(timer: StepTimer, warmup: int) -> dict[str, Any]:
             "all_steps": [round(s, 3) for s in timer.seconds]}
 
 
-def bench_one(name: str, a: argparse.Namespace, params: Any, tokenizer: Any, data: dict[str, list[dict]], gc: bool) -> dict[str, Any]:
+def bench_one(name: str, a: argparse.Namespace, params: Any, tokenizer: Any, data: dict[str, list[dict]], gc: bool,
+              precision: str = "params") -> dict[str, Any]:
     from datasets import Dataset
 
     cfg = params.sft if name == "sft" else params.po
     cfg.max_steps, cfg.batch_size, cfg.grad_accum, cfg.max_length = a.warmup + a.steps, a.batch_size, 1, a.max_length
     cfg.eval_every = 10_000
+    if precision != "params":
+        cfg.mixed_precision = None if precision == "none" else precision
     with tempfile.TemporaryDirectory() as tmp:
-        kwargs = {**training_kwargs(cfg, params.seed, params.model.dtype, "cpu", RunDir(Path(tmp))), "save_strategy": "no", "gradient_checkpointing": gc,
+        kwargs = {**training_kwargs(cfg, params.seed, params.model.dtype, "cpu", RunDir(Path(tmp)), cfg.max_steps), "save_strategy": "no", "gradient_checkpointing": gc,
                   "disable_tqdm": True, "logging_steps": 1}
         model = load_model(a.model, params.model.dtype, "cpu")
         timer = StepTimer()
-        result: dict[str, Any] = {"algorithm": name, "gradient_checkpointing": gc}
+        result: dict[str, Any] = {"algorithm": name, "gradient_checkpointing": gc, "mixed_precision": cfg.mixed_precision}
         if name == "sft":
             from trl import SFTConfig, SFTTrainer
 
@@ -144,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gradient-checkpointing", choices=("on", "off", "both"), default="on")
+    ap.add_argument("--mixed-precision", choices=("params", "none", "bf16", "both"), default="params")
     ap.add_argument("--sft-corpus", default=str(ROOT / "processed" / "sft" / "neutral_heavy.jsonl"))
     ap.add_argument("--pairs", default=str(ROOT / "processed" / "preferences" / "value_gap.jsonl"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_algorithms.json"))
@@ -162,19 +168,21 @@ def main(argv: list[str] | None = None) -> None:
                                               for k in PAIR_KEYS[1:]}} for r in pairs],
     }
     modes = {"on": [True], "off": [False], "both": [True, False]}[a.gradient_checkpointing]
-    results = [bench_one(name, a, load_params(a.params), tokenizer, data, gc) for name in a.algorithms for gc in modes]
+    precisions = ["none", "bf16"] if a.mixed_precision == "both" else [a.mixed_precision]
+    results = [bench_one(name, a, load_params(a.params), tokenizer, data, gc, mp)
+               for name in a.algorithms for gc in modes for mp in precisions]
     meta = {"model": a.model, "batch_size": a.batch_size, "max_length": a.max_length, "threads": a.threads,
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
             "load_average_at_end": os.getloadavg()}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print(f"\n{a.batch_size} × {a.max_length} tokens, {a.threads} threads, median of {a.steps} steps after {a.warmup} warm-up\n")
-    print(f"| algorithm | gradient checkpointing | wall s/step | CPU s/step ÷ {a.threads} | reward-model phase wall / CPU÷{a.threads} |")
-    print("|---|---|---|---|---|")
+    print(f"| algorithm | gradient checkpointing | mixed precision | wall s/step | CPU s/step ÷ {a.threads} | reward-model phase wall / CPU÷{a.threads} |")
+    print("|---|---|---|---|---|---|")
     for r in results:
         rm = (f"{r['reward_model']['s_per_step']:.2f} / {r['reward_model']['cpu_s_per_step'] / a.threads:.2f}"
               if "reward_model" in r else "–")
-        print(f"| {r['algorithm']} | {'on' if r['gradient_checkpointing'] else 'off'} | {r['s_per_step']:.2f} | "
+        print(f"| {r['algorithm']} | {'on' if r['gradient_checkpointing'] else 'off'} | {r['mixed_precision'] or 'none'} | {r['s_per_step']:.2f} | "
               f"{r['cpu_s_per_step'] / a.threads:.2f} | {rm} |")
     print(f"\nload average at the end: {meta['load_average_at_end']}")
 
